@@ -1,0 +1,58 @@
+"""Where the configs live and the OmegaConf resolvers they use.
+
+Importing this module registers the resolvers, so every entrypoint imports it before Hydra composes.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import secrets
+from pathlib import Path
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+
+def config_dir() -> Path:
+    """The `conf/` folder: inside the installed package (wheel), else at the top of the source tree (editable)."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    if packaged.is_dir():
+        return packaged
+    source_tree = Path(__file__).resolve().parents[2] / "conf"
+    if source_tree.is_dir():
+        return source_tree
+    raise FileNotFoundError(f"genlab's configs are missing: looked in {packaged} and {source_tree}")
+
+
+def _judged(field: str, *, _root_: DictConfig) -> str:
+    """`${judged:metric}` / `${judged:mode}`: what the configured model declares it is judged by."""
+    if field not in ("metric", "mode"):
+        raise ValueError(f"${{judged:{field}}}: expected 'metric' or 'mode'")
+    model_class = get_class(_root_.model._target_)
+    return getattr(model_class, f"judged_{field}")
+
+
+def _wandb_offline() -> bool:
+    """Run W&B offline unless the user configured it, so a run never stops at a login prompt."""
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode:
+        return mode in ("offline", "dryrun", "disabled")
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    try:
+        netrc_file = os.environ.get("NETRC") or str(Path.home() / ".netrc")
+        return netrc.netrc(netrc_file).authenticators("api.wandb.ai") is None
+    except (OSError, netrc.NetrcParseError):
+        return True
+
+
+def register_resolvers() -> None:
+    """Register genlab's resolvers once; safe to call again."""
+    # A random suffix keeps two runs started in the same second apart; cached so a config resolves it once.
+    OmegaConf.register_new_resolver("run_suffix", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("judged", _judged, replace=True)
+    OmegaConf.register_new_resolver("wandb_offline", _wandb_offline, replace=True)
+
+
+register_resolvers()

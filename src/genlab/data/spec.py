@@ -1,0 +1,37 @@
+"""What a datamodule hands to a model, so the model can size its nets and refuse data it cannot model."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from genlab.errors import DataError
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The kind, shape and value range of one example.
+
+    `shape` is (channels, height, width) for images and (block_size,) for text.
+    """
+
+    kind: Literal["image", "text"]
+    shape: tuple[int, ...]
+    value_range: tuple[float, float] = (0.0, 1.0)
+    num_classes: int | None = None
+    vocab_size: int | None = None
+    name: str = ""
+
+    @property
+    def num_dims(self) -> int:
+        """Number of scalar dimensions in one example (the D of bits per dimension)."""
+        return math.prod(self.shape)
+
+    def require_kind(self, kind: str, model: str) -> None:
+        """Fail with one clear line when a model is asked to learn data of the wrong kind."""
+        if self.kind != kind:
+            raise DataError(
+                f"{model} models {kind} data, but data={self.name or '?'} gives {self.kind} data; "
+                f"choose an {kind} dataset or another model"
+            )

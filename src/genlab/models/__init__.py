@@ -1,0 +1,1 @@
+"""LightningModules: the training logic, losses and logged metrics of each model."""

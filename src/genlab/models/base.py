@@ -1,0 +1,45 @@
+"""What every genlab model shares: the metric it is judged by, and optimizers built from config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Literal
+
+import pytorch_lightning as pl
+import torch
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+class GenerativeModel(pl.LightningModule):
+    """Base class: declares the judged metric that checkpointing, early stopping and sweeps read.
+
+    `optimizer` and `scheduler` are factories (Hydra `_partial_: true` configs): the model supplies the
+    parameters, the config everything else.
+    """
+
+    judged_metric: ClassVar[str]
+    judged_mode: ClassVar[Literal["min", "max"]]
+
+    def __init__(
+        self,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: Literal["step", "epoch"] = "epoch",
+    ) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+
+    def image_grids(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, tuple[torch.Tensor, int]]:
+        """Named image batches in [0, 1] with their grid row length, for the picture callback. None by default."""
+        return {}

@@ -1,0 +1,48 @@
+"""Convolutional encoder/decoder pairs: stride-2 4x4 convolutions, DCGAN-style, for images of 8 px and up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from genlab.errors import ConfigError
+
+
+class ConvEncoderDecoder(nn.Module):
+    """Each entry of `channels` halves the image (encoder) or doubles it back (decoder).
+
+    28x28 with channels [32, 64] goes 28 -> 14 -> 7; the image side must divide by 2 ** len(channels).
+    """
+
+    def __init__(
+        self, shape: Sequence[int], latent_dim: int, channels: Sequence[int] = (32, 64), out_per_latent: int = 2
+    ) -> None:
+        super().__init__()
+        in_channels, height, width = shape
+        factor = 2 ** len(channels)
+        if not channels or any(c <= 0 for c in channels):
+            raise ConfigError(f"model.net.channels must be a non-empty list of positive sizes, got {channels}")
+        if height % factor or width % factor:
+            raise ConfigError(
+                f"model/net=conv halves the image {len(channels)} times (model.net.channels={list(channels)}), "
+                f"but {height}x{width} images do not divide by {factor}; use fewer channels entries, "
+                f"model/net=mlp, or resize the data"
+            )
+        if latent_dim <= 0:
+            raise ConfigError(f"model.latent_dim must be positive, got {latent_dim}")
+        inner = (channels[-1], height // factor, width // factor)
+        inner_size = inner[0] * inner[1] * inner[2]
+
+        down: list[nn.Module] = []
+        for c_in, c_out in zip([in_channels, *channels[:-1]], channels, strict=True):
+            down += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.SiLU()]
+        self.encoder = nn.Sequential(*down, nn.Flatten(), nn.Linear(inner_size, out_per_latent * latent_dim))
+
+        up: list[nn.Module] = [nn.Linear(latent_dim, inner_size), nn.SiLU(), nn.Unflatten(1, inner)]
+        widths = [*reversed(channels), in_channels]
+        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            up.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+            if i < len(widths) - 2:
+                up.append(nn.SiLU())
+        self.decoder = nn.Sequential(*up)

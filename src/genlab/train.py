@@ -1,0 +1,83 @@
+"""`genlab-train`: compose the config, build data, model, callbacks, loggers and trainer, fit, then evaluate
+the best checkpoint and write `metrics.json` into the run folder."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from genlab.config import config_dir
+from genlab.errors import exit_on_user_error
+from genlab.runs import write_metrics
+
+# Data lives in memory and is batched by index: worker processes would only add start-up time.
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
+def instantiate_each(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a config group such as `callbacks` or `logger`; `null` entries are skipped."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+
+
+def evaluate_best(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule, test: bool):
+    """Validation (and test) metrics of the best checkpoint, so every number in metrics.json describes one model.
+
+    Without a checkpoint (e.g. fast_dev_run) the weights in memory are evaluated.
+    """
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    ckpt_path = best or None
+    metrics = dict(trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
+    if test:
+        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
+    return metrics, best
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Run one training job; returns the judged metric (for sweepers)."""
+    run_dir = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.data)
+    # The spec is passed after instantiation: Hydra would turn a dataclass argument into a config node.
+    model = instantiate(cfg.model, _partial_=True)(spec=datamodule.spec)
+    callbacks = instantiate_each(cfg.get("callbacks"))
+    loggers = instantiate_each(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(config)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics, best = evaluate_best(trainer, model, datamodule, test=cfg.test)
+    if trainer.is_global_zero:
+        checkpoint = os.path.relpath(best, run_dir) if best else None
+        write_metrics(
+            run_dir,
+            metrics,
+            model.judged_metric,
+            model.judged_mode,
+            checkpoint=checkpoint,
+            epoch=trainer.current_epoch,
+            global_step=trainer.global_step,
+        )
+    return metrics.get(model.judged_metric)
+
+
+@hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    with exit_on_user_error("genlab-train"):
+        return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,9 @@ def write_json_atomically(path: Path, content: Mapping[str, Any]) -> None:
     os.replace(partial, path)
 
 
-def write_metrics(run_dir: Path, metrics: Mapping[str, Any], judged_metric: str, judged_mode: str, **extra: Any) -> Path:
+def write_metrics(
+    run_dir: Path, metrics: Mapping[str, Any], judged_metric: str, judged_mode: str, **extra: Any
+) -> Path:
     """metrics.json: a flat object of final metrics plus the name and direction of the judged metric."""
     content = {name: _plain(value) for name, value in sorted(metrics.items())}
     content.update(judged_metric=judged_metric, judged_mode=judged_mode, **{k: _plain(v) for k, v in extra.items()})

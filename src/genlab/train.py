@@ -14,11 +14,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.config import config_dir
+from genlab.console import print_metrics
 from genlab.errors import exit_on_user_error
 from genlab.runs import write_metrics
 
 # Data lives in memory and is batched by index: worker processes would only add start-up time.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+# Lightning 2.6 on torch >= 2.10 warns about its own pytree use on every run; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
 
 
 def instantiate_each(group: DictConfig | None) -> list[Any]:
@@ -70,6 +73,7 @@ def train(cfg: DictConfig) -> float | None:
             epoch=trainer.current_epoch,
             global_step=trainer.global_step,
         )
+        print_metrics(metrics, model.judged_metric, run_dir)
     return metrics.get(model.judged_metric)
 
 

@@ -80,9 +80,9 @@ class ImageFolderDataModule(ImageDataModule):
     def load(self) -> tuple[Split, Split]:
         files = self._files()
         cache_file = self._cache_file(files)
-        if cache_file.exists():
+        try:
             images, labels = torch.load(cache_file, weights_only=True)
-        else:
+        except Exception:  # no cache yet, or an unreadable one (any error torch.load gives): rebuild it
             images, labels = self._decode(files)
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             partial = cache_file.with_suffix(".tmp")

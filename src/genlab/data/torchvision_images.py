@@ -75,6 +75,4 @@ class TorchvisionDataModule(ImageDataModule):
                 f"{self.name} is not in {self.folder}; copy its files there, point GENLAB_DATA_DIR "
                 f"(paths.data_dir) at a folder that holds them, or allow data.download=true"
             ) from None
-        return tuple(
-            (_as_uint8_nchw(split.data), torch.as_tensor(split.targets, dtype=torch.long)) for split in splits
-        )
+        return tuple((_as_uint8_nchw(split.data), torch.as_tensor(split.targets, dtype=torch.long)) for split in splits)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 
 import pytorch_lightning as pl
@@ -38,7 +39,22 @@ class GenerativeModel(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }
+
+    @contextmanager
+    def fixed_noise(self, seed: int) -> Iterator[None]:
+        """Draw evaluation noise from `seed`, leaving the training random stream untouched.
+
+        Validation and test metrics of stochastic models then depend on the weights alone: two evaluations of
+        one checkpoint agree, and resuming a run does not shift its training randomness.
+        """
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
 
     def image_grids(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, tuple[torch.Tensor, int]]:
         """Named image batches in [0, 1] with their grid row length, for the picture callback. None by default."""

@@ -164,15 +164,17 @@ class VAE(GenerativeModel):
         self.log(f"{split}/active_units", self.active_units[split], on_step=False, on_epoch=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch[0], "val")
+        with self.fixed_noise(batch_idx):
+            self._evaluate(batch[0], "val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, _ = batch
-        self._evaluate(x, "test")
-        if self.eval_iwae_k > 0:
-            nll = self.importance_weighted_nll(x, self.eval_iwae_k).mean()
-            self.log("test/nll_iwae", nll, on_epoch=True, batch_size=len(x), sync_dist=True)
-            self.log("test/bpd_iwae", bits_per_dim(nll, self.spec.num_dims), batch_size=len(x), sync_dist=True)
+        with self.fixed_noise(batch_idx):
+            self._evaluate(x, "test")
+            if self.eval_iwae_k > 0:
+                nll = self.importance_weighted_nll(x, self.eval_iwae_k).mean()
+                self.log("test/nll_iwae", nll, batch_size=len(x), sync_dist=True)
+                self.log("test/bpd_iwae", bits_per_dim(nll, self.spec.num_dims), batch_size=len(x), sync_dist=True)
 
     # -- pictures ---------------------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 from torch import nn
 
@@ -16,7 +17,11 @@ class ConvEncoderDecoder(nn.Module):
     """
 
     def __init__(
-        self, shape: Sequence[int], latent_dim: int, channels: Sequence[int] = (32, 64), out_per_latent: int = 2
+        self,
+        shape: Sequence[int],
+        latent_dim: int,
+        channels: Sequence[int] = (32, 64),
+        out_per_latent: int = 2,
     ) -> None:
         super().__init__()
         in_channels, height, width = shape
@@ -41,7 +46,7 @@ class ConvEncoderDecoder(nn.Module):
 
         up: list[nn.Module] = [nn.Linear(latent_dim, inner_size), nn.SiLU(), nn.Unflatten(1, inner)]
         widths = [*reversed(channels), in_channels]
-        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        for i, (c_in, c_out) in enumerate(pairwise(widths)):
             up.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
             if i < len(widths) - 2:
                 up.append(nn.SiLU())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 
 from torch import nn
 
@@ -13,7 +14,7 @@ from genlab.errors import ConfigError
 def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """Linear layers between consecutive `sizes`, with `activation` between them but not after the last."""
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (n_in, n_out) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(activation())
@@ -27,7 +28,11 @@ class MLPEncoderDecoder(nn.Module):
     """
 
     def __init__(
-        self, shape: Sequence[int], latent_dim: int, hidden_dims: Sequence[int] = (512, 256), out_per_latent: int = 2
+        self,
+        shape: Sequence[int],
+        latent_dim: int,
+        hidden_dims: Sequence[int] = (512, 256),
+        out_per_latent: int = 2,
     ) -> None:
         super().__init__()
         if not hidden_dims or any(h <= 0 for h in hidden_dims):

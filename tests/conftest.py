@@ -1,0 +1,115 @@
+"""Shared helpers: compose configs in-process, run the real `genlab-train` entrypoint as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from genlab.config import config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+# The installed console script, as users run it.
+GENLAB_TRAIN = shutil.which("genlab-train") or str(Path(sys.executable).parent / "genlab-train")
+
+
+def data_dir() -> Path | None:
+    """Where the real datasets are: GENLAB_DATA_DIR, else the ../shared/data beside the checkout."""
+    configured = os.environ.get("GENLAB_DATA_DIR")
+    path = Path(configured) if configured else SHARED_DATA
+    return path if path.is_dir() else None
+
+
+def require_data(relative: str) -> Path:
+    """The real dataset folder; in CI its absence is a failure, on a laptop without it a skip."""
+    root = data_dir()
+    if root is None or not (root / relative).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide {relative} under GENLAB_DATA_DIR ({root})")
+        pytest.skip(f"{relative} not found; set GENLAB_DATA_DIR to run this test")
+    return root
+
+
+@pytest.fixture
+def compose_config(tmp_path: Path) -> Iterator:
+    """compose_config(*overrides) -> the composed train config, with Hydra's runtime set as in a real run."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+
+        def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
+            cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+            with open_dict(cfg):
+                cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+                cfg.hydra.job.num = 0
+            HydraConfig.instance().set_config(cfg)
+            return cfg
+
+        yield _compose
+    GlobalHydra.instance().clear()
+
+
+class Run:
+    """The result of one `genlab-train` subprocess and the run folders it created."""
+
+    def __init__(self, process: subprocess.CompletedProcess, log_dir: Path, before: set[Path]) -> None:
+        self.returncode = process.returncode
+        self.stdout = process.stdout
+        self.stderr = process.stderr
+        self.new_dirs = sorted(set(run_dirs(log_dir)) - before)
+
+    @property
+    def dir(self) -> Path:
+        assert len(self.new_dirs) == 1, f"expected one new run folder, got {self.new_dirs}\n{self.stderr[-3000:]}"
+        return self.new_dirs[0]
+
+    @property
+    def metrics(self) -> dict:
+        return json.loads((self.dir / "metrics.json").read_text())
+
+    def check(self) -> Run:
+        assert self.returncode == 0, f"genlab-train failed:\n{self.stdout[-2000:]}\n{self.stderr[-4000:]}"
+        return self
+
+
+def run_dirs(log_dir: Path) -> list[Path]:
+    return [p.parent for p in log_dir.glob("train/*/*/.hydra")] + [p.parent for p in log_dir.glob("train/*/*/*/.hydra")]
+
+
+def train_env(log_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_"))}
+    env.update(GENLAB_LOG_DIR=str(log_dir), GENLAB_CACHE_DIR=str(log_dir / "cache"), PYTHONWARNINGS="ignore")
+    if data_dir() is not None:
+        env["GENLAB_DATA_DIR"] = str(data_dir())
+    return env
+
+
+@pytest.fixture
+def genlab_train(tmp_path: Path):
+    """genlab_train(*overrides, env=None, timeout=...) runs the installed console script in a scratch folder."""
+    log_dir = tmp_path / "outputs"
+
+    def _run(*overrides: str, env: dict[str, str] | None = None, timeout: float = 300) -> Run:
+        before = set(run_dirs(log_dir))
+        process = subprocess.run(
+            [GENLAB_TRAIN, *overrides],
+            cwd=tmp_path,
+            env={**train_env(log_dir), **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return Run(process, log_dir, before)
+
+    _run.log_dir = log_dir
+    return _run

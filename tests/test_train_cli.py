@@ -1,0 +1,102 @@
+"""`genlab-train` end to end as users run it: the default job, its run folder, and one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from genlab.runs import METRICS_FILE
+
+# A few batches, two epochs: every artefact of a real run is written, quickly.
+QUICK = ["debug=limit"]
+
+
+def test_default_job_leaves_a_complete_run_folder(genlab_train) -> None:
+    run = genlab_train().check()
+    folder = run.dir
+    assert (folder / ".hydra" / "config.yaml").is_file()
+    assert (folder / "checkpoints" / "last.ckpt").is_file()
+    (best,) = (folder / "checkpoints").glob("best-*.ckpt")
+    assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
+    for name in ("samples", "reconstructions", "interpolation"):
+        assert (folder / "samples" / f"{name}.png").is_file()
+    assert list((folder / "samples").glob("epoch_*_samples.png")), "no pictures written during training"
+
+    metrics = run.metrics
+    assert metrics["judged_metric"] == "val/elbo"
+    assert metrics["judged_mode"] == "min"
+    assert metrics["checkpoint"] == str(best.relative_to(folder))
+    for name in (
+        "val/elbo",
+        "val/recon",
+        "val/kl",
+        "val/bpd",
+        "test/elbo",
+        "test/nll_iwae",
+        "test/active_units",
+    ):
+        assert math.isfinite(metrics[name]), name
+    # metrics.json describes the best checkpoint: its val/elbo is the score the checkpoint was chosen by.
+    state = torch.load(best, map_location="cpu", weights_only=False)
+    (checkpoint_state,) = [v for k, v in state["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert metrics["val/elbo"] == pytest.approx(float(checkpoint_state["best_model_score"]), rel=1e-6)
+    # The ELBO is recon + KL, and bits/dim is the same number in other units (8x8 digits: 64 dims).
+    assert metrics["test/elbo"] == pytest.approx(metrics["test/recon"] + metrics["test/kl"], rel=1e-5)
+    assert metrics["test/bpd"] == pytest.approx(metrics["test/elbo"] / (64 * math.log(2)), rel=1e-5)
+    assert metrics["test/nll_iwae"] <= metrics["test/elbo"]
+    # 20 epochs on digits learn something: well below the 64 * ln 2 = 44 nats of a coin per pixel.
+    assert metrics["test/elbo"] < 35
+    assert "final metrics of the best checkpoint" in run.stdout
+
+
+def test_help_and_cfg_job(genlab_train) -> None:
+    run = genlab_train("--help").check()
+    assert "genlab-train: train a generative model" in run.stdout
+    assert "model/net: conv, mlp" in run.stdout
+    run = genlab_train("--cfg", "job", "experiment=vae_mnist").check()
+    assert "_target_: genlab.nets.conv.ConvEncoderDecoder" in run.stdout
+    assert not run.new_dirs, "--cfg job must not create a run folder"
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+BAD_INPUTS = {
+    "unknown config key": (["model.latnt_dim=3"], "Could not override 'model.latnt_dim'"),
+    "unknown group option": (["model=vea"], "Could not find 'model/vea'"),
+    "missing dataset offline": (
+        ["data=mnist", "paths.data_dir=${hydra:runtime.cwd}/empty"],
+        "mnist is not in",
+    ),
+    "conv net on a shape it cannot take": (
+        ["model/net=conv", "model.net.channels=[8,8,8,8]"],
+        "do not divide by 16",
+    ),
+    "mlp net without layers": (
+        ["model/net=mlp", "model.net.hidden_dims=[]"],
+        "model.net.hidden_dims must be",
+    ),
+    "negative beta": (["model.beta=-1"], "model.beta must be >= 0"),
+    "unknown model argument": (["+model.latent_size=3"], "latent_size"),
+}
+
+
+def test_bad_input_is_one_clear_line_and_leaves_earlier_runs_alone(genlab_train) -> None:
+    earlier = genlab_train(*QUICK).check().dir
+    before = snapshot(earlier)
+    for case, (overrides, message) in BAD_INPUTS.items():
+        run = genlab_train(*overrides)
+        assert run.returncode != 0, case
+        assert "Traceback" not in run.stderr, f"{case}:\n{run.stderr}"
+        assert message in run.stderr, f"{case}: {message!r} not in\n{run.stderr}"
+        first_line = next(line for line in run.stderr.splitlines() if message in line)
+        assert len(first_line) < 400, f"{case}: error line too long: {first_line}"
+        assert not any((d / METRICS_FILE).exists() for d in run.new_dirs), case
+    assert snapshot(earlier) == before

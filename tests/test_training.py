@@ -31,7 +31,7 @@ def test_short_mnist_run_drives_val_elbo_down(genlab_train) -> None:
         "trainer.limit_val_batches=5",
         "trainer.limit_test_batches=2",
         "model.eval_iwae_k=20",
-        "callbacks.image_grids=null",
+        "callbacks.samples=null",
         *QUIET,
     ).check()
     val = [float(row["val/elbo"]) for row in csv_rows(run.dir) if row.get("val/elbo")]

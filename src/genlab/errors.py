@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from hydra.errors import InstantiationException
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 
 
 class GenlabError(Exception):
@@ -36,6 +37,8 @@ def user_error_of(exc: BaseException) -> GenlabError | None:
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
+    if isinstance(exc, MisconfigurationException):  # Lightning's word for a setting that cannot work
+        return ConfigError(" ".join(str(exc).split()))
     if isinstance(exc, InstantiationException):
         # A bad argument to a config `_target_` (e.g. a misspelt key): Hydra's message names the target.
         return ConfigError(" ".join(str(exc).split()))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from genlab.errors import DataError
 
@@ -13,7 +13,8 @@ from genlab.errors import DataError
 class DataSpec:
     """The kind, shape and value range of one example.
 
-    `shape` is (channels, height, width) for images and (block_size,) for text.
+    `shape` is (channels, height, width) for images and (block_size,) for text. Text data also hands over its
+    tokenizer and how many tokens one character of held-out text costs (to turn nats/token into bits/character).
     """
 
     kind: Literal["image", "text"]
@@ -22,6 +23,8 @@ class DataSpec:
     num_classes: int | None = None
     vocab_size: int | None = None
     name: str = ""
+    tokens_per_char: float | None = None
+    tokenizer: Any = field(default=None, compare=False, repr=False)
 
     @property
     def num_dims(self) -> int:
@@ -33,5 +36,5 @@ class DataSpec:
         if self.kind != kind:
             raise DataError(
                 f"{model} models {kind} data, but data={self.name or '?'} gives {self.kind} data; "
-                f"choose an {kind} dataset or another model"
+                f"choose a {kind} dataset or another model"
             )

@@ -9,8 +9,22 @@ from typing import Any, ClassVar, Literal
 import pytorch_lightning as pl
 import torch
 
+from genlab.errors import ConfigError
+
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+def build_net(net: Callable[..., torch.nn.Module], data_kind: str, model: str, **sizes: Any) -> torch.nn.Module:
+    """Call the configured net factory, first checking that the net is made for this kind of data."""
+    target = getattr(net, "func", net)  # a functools.partial from `_partial_: true`
+    net_kind = getattr(target, "data_kind", data_kind)
+    if net_kind != data_kind:
+        raise ConfigError(
+            f"the net {target.__name__} (model/net) is made for {net_kind} data, but {model} needs one for "
+            f"{data_kind} data; pick another model/net"
+        )
+    return net(**sizes)
 
 
 class GenerativeModel(pl.LightningModule):
@@ -34,8 +48,12 @@ class GenerativeModel(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
 
+    def optimizer_parameters(self) -> Iterable[torch.nn.Parameter] | list[dict[str, Any]]:
+        """What the optimizer updates: all parameters, or parameter groups (e.g. weight decay on matrices only)."""
+        return self.parameters()
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.optimizer_parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

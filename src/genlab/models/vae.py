@@ -20,7 +20,7 @@ from genlab.metrics.likelihood import (
     importance_weighted_bound,
     log_likelihood,
 )
-from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory
+from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
 
 #: Decoded images per chunk when drawing many importance samples, to bound memory.
 IWAE_IMAGES_PER_CHUNK = 8192
@@ -76,7 +76,7 @@ class VAE(GenerativeModel):
         self.kl_warmup_steps = kl_warmup_steps
         self.free_bits = free_bits
         self.eval_iwae_k = eval_iwae_k
-        self.net = net(shape=spec.shape, latent_dim=latent_dim)
+        self.net = build_net(net, "image", "VAE", shape=spec.shape, latent_dim=latent_dim)
         if likelihood == "gaussian" and gaussian_scale == "learned":
             self.log_scale = nn.Parameter(torch.zeros(()))
         else:

@@ -16,6 +16,8 @@ class ConvEncoderDecoder(nn.Module):
     28x28 with channels [32, 64] goes 28 -> 14 -> 7; the image side must divide by 2 ** len(channels).
     """
 
+    data_kind = "image"
+
     def __init__(
         self,
         shape: Sequence[int],

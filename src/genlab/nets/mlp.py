@@ -27,6 +27,8 @@ class MLPEncoderDecoder(nn.Module):
     With hidden_dims=[400] and latent_dim=20 on MNIST this is the pytorch/examples VAE (784-400-20).
     """
 
+    data_kind = "image"
+
     def __init__(
         self,
         shape: Sequence[int],

@@ -1,4 +1,4 @@
-"""Writes a model's pictures (samples, reconstructions, interpolations) to every logger and to PNG files."""
+"""Writes what a model can draw (image grids, text continuations) to every logger and to files in `samples/`."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
-from genlab.callbacks.media import log_image
+from genlab.callbacks.media import log_image, log_text
 
 
-class ImageGrids(pl.Callback):
+class SampleWriter(pl.Callback):
     """Every `every_n_epochs` validation epochs and once when training ends.
 
-    The model's `image_grids(batch, generator)` decides what to draw from the first validation batch; the
-    generator is seeded with `seed` each time, so sample grids over training show the same noise.
-    Files: `samples/epoch_XXX_<name>.png` over training and `samples/<name>.png` for the final model.
+    Image models implement `image_grids(batch, generator)` (drawn from the first validation batch), text models
+    `text_samples(seed)`. The randomness is reseeded with `seed` each time, so samples over training show the same
+    noise and prompts. Files: `samples/epoch_XXX_<name>.png|txt` over training, `samples/<name>.png|txt` at the end.
     """
 
     def __init__(self, dirpath: str, every_n_epochs: int = 1, seed: int = 0) -> None:
@@ -42,14 +42,24 @@ class ImageGrids(pl.Callback):
 
     @rank_zero_only
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
-        if self.batch is None or not hasattr(pl_module, "image_grids"):
-            return
         was_training = pl_module.training
         pl_module.eval()
-        grids = pl_module.image_grids(self.batch, torch.Generator().manual_seed(self.seed))
-        pl_module.train(was_training)
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        for name, (images, nrow) in grids.items():
+        try:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            if hasattr(pl_module, "image_grids") and self.batch is not None:
+                self._write_images(trainer, pl_module, prefix)
+            if hasattr(pl_module, "text_samples"):
+                self._write_texts(trainer, pl_module, prefix)
+        finally:
+            pl_module.train(was_training)
+
+    def _write_images(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
+        for name, (images, nrow) in pl_module.image_grids(self.batch, torch.Generator().manual_seed(self.seed)).items():
             grid = make_grid(images.float().cpu(), nrow=nrow, padding=2, pad_value=1.0)
             save_image(grid, self.dirpath / f"{prefix}{name}.png")
             log_image(trainer.loggers, f"samples/{name}", grid, trainer.global_step)
+
+    def _write_texts(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
+        for name, text in pl_module.text_samples(self.seed).items():
+            (self.dirpath / f"{prefix}{name}.txt").write_text(text, encoding="utf-8")
+            log_text(trainer.loggers, f"samples/{name}", text, trainer.global_step)

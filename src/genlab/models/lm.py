@@ -1,0 +1,139 @@
+"""Causal Transformer language model: next-token cross-entropy, nanoGPT's optimizer and schedule, KV-cache sampling."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from genlab.data.spec import DataSpec
+from genlab.data.tokenizers import Tokenizer, tokenizer_from_state
+from genlab.errors import check
+from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
+
+
+class TransformerLM(GenerativeModel):
+    """GPT-style language model over the data's tokens.
+
+    Logged: `train/loss`, and per evaluation split `loss` (nats per token, the token-weighted mean over the split),
+    `bpc` (bits per character: loss x tokens per character of held-out text / ln 2; equal to loss / ln 2 for the
+    char tokenizer) and `ppl` (exp of the mean loss).
+    """
+
+    judged_metric = "val/loss"
+    judged_mode = "min"
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        net: Callable[..., nn.Module],
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "step",
+        weight_decay: float = 0.1,
+        compile: bool = False,
+        sample_prompts: Sequence[str] = ("\n",),
+        sample_tokens: int = 200,
+        sample_temperature: float = 0.8,
+        sample_top_k: int | None = None,
+    ) -> None:
+        super().__init__(optimizer, scheduler, scheduler_interval)
+        spec.require_kind("text", "TransformerLM")
+        check(weight_decay >= 0, f"model.weight_decay must be >= 0, got {weight_decay}")
+        check(sample_tokens > 0, f"model.sample_tokens must be positive, got {sample_tokens}")
+        self.spec = spec
+        self.tokenizer: Tokenizer = spec.tokenizer
+        self.tokens_per_char = spec.tokens_per_char or 1.0
+        self.weight_decay = weight_decay
+        self.compile_net = compile
+        self.sample_prompts = list(sample_prompts)
+        self.sample_tokens = sample_tokens
+        self.sample_temperature = sample_temperature
+        self.sample_top_k = sample_top_k
+        self.net = build_net(net, "text", "TransformerLM", vocab_size=spec.vocab_size, block_size=spec.shape[0])
+        self.mean_loss = nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
+
+    def configure_model(self) -> None:
+        if self.compile_net:
+            self.net.compile()  # in place: parameter names, and so checkpoints, stay those of the plain net
+
+    def optimizer_parameters(self) -> list[dict[str, Any]]:
+        return self.net.configure_param_groups(self.weight_decay)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        inputs, targets = batch
+        _, loss = self.net(inputs, targets)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(inputs))
+        return loss
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
+        inputs, targets = batch
+        _, loss = self.net(inputs, targets)
+        self.mean_loss[split].update(loss.float(), weight=targets.numel())
+
+    def _log_split(self, split: str) -> None:
+        loss = self.mean_loss[split].compute()
+        self.mean_loss[split].reset()
+        self.log_dict(
+            {
+                f"{split}/loss": loss,
+                f"{split}/bpc": loss * self.tokens_per_char / math.log(2),
+                f"{split}/ppl": torch.exp(loss),
+            }
+        )
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_split("val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("test")
+
+    # -- generation -------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate_text(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> str:
+        """The prompt's continuation (without the prompt), sampled with the KV cache."""
+        ids = self.tokenizer.encode(prompt) or self.tokenizer.encode("\n")
+        idx = torch.tensor([ids], dtype=torch.long, device=self.device)
+        out = self.net.generate(
+            idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+        )
+        return self.tokenizer.decode(out[0, len(ids) :].tolist())
+
+    def text_samples(self, seed: int) -> dict[str, str]:
+        """One continuation per configured prompt, each from its own fixed seed."""
+        samples = {}
+        for i, prompt in enumerate(self.sample_prompts):
+            generator = torch.Generator(device=self.device).manual_seed(seed + i)
+            text = self.generate_text(
+                prompt, self.sample_tokens, self.sample_temperature, self.sample_top_k, generator=generator
+            )
+            samples[f"prompt_{i}"] = prompt + text
+        return samples
+
+    # -- checkpoints carry the tokenizer, so a run folder can be sampled without its corpus ------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["genlab_tokenizer"] = self.tokenizer.state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "genlab_tokenizer" in checkpoint:
+            self.tokenizer = tokenizer_from_state(checkpoint["genlab_tokenizer"])

@@ -2,8 +2,9 @@
 
 Both train the pytorch/examples VAE (784-400-20 MLP, Bernoulli likelihood, Adam 1e-3, batch 128) on the same
 in-memory MNIST tensors, in one process, for the same number of epochs from the same seed and initial weights.
-Reported: seconds per training epoch (validation excluded), their ratio (genlab / plain), and the test loss
-(negative ELBO, nats per image, one sample of z) of both.
+Reported: seconds per training epoch (validation excluded; mean, median, min), their ratio genlab / plain
+(the target applies to the median, which one disturbed epoch cannot move), and the test loss (negative ELBO,
+nats per image, one sample of z) of both.
 
 By default the two alternate epoch by epoch (a plain epoch runs right after each genlab training epoch, with
 its own random stream), so load from other processes on the machine hits both alike; `--schedule sequential`
@@ -47,7 +48,7 @@ LOSS_GAP_TARGET = 1.5
 #: Callbacks that do no training work (progress display, checkpoints, pictures): left out of the timed run
 #: (with trainer.enable_checkpointing=false, so Lightning adds no default checkpoint either).
 NOT_TRAINING = (ProgressBar, ModelCheckpoint)
-PICTURE_MODULES = ("genlab.callbacks.samples", "genlab.callbacks.image_grids")
+PICTURE_MODULES = ("genlab.callbacks.samples",)
 
 
 def compose_config(epochs: int, seed: int, output_dir: Path, logger: str) -> DictConfig:
@@ -225,8 +226,9 @@ def run(epochs: int, seed: int, logger: str, schedule: str) -> dict[str, Any]:
         "callbacks": [type(callback).__name__ for callback in trainer.callbacks if callback is not timer],
         "genlab": genlab,
         "plain": baseline,
-        "ratio": genlab["mean_epoch_seconds"] / baseline["mean_epoch_seconds"],
-        "ratio_median": genlab["median_epoch_seconds"] / baseline["median_epoch_seconds"],
+        # The median is the headline: one epoch slowed by another process moves the mean a lot.
+        "ratio": genlab["median_epoch_seconds"] / baseline["median_epoch_seconds"],
+        "ratio_mean": genlab["mean_epoch_seconds"] / baseline["mean_epoch_seconds"],
         "ratio_min": genlab["min_epoch_seconds"] / baseline["min_epoch_seconds"],
         "test_loss_gap": genlab_test - plain_test,
     }
@@ -248,17 +250,19 @@ def report(numbers: dict[str, Any]) -> None:
         )
     table.add_row(
         "genlab/plain",
-        *(f"{numbers[key]:.3f}" for key in ("ratio", "ratio_median", "ratio_min")),
+        *(f"{numbers[key]:.3f}" for key in ("ratio_mean", "ratio", "ratio_min")),
         f"{numbers['test_loss_gap']:+.2f}",
     )
     console = Console()
     console.print(table)
     console.print(f"genlab callbacks (besides the epoch timer): {', '.join(numbers['callbacks']) or 'none'}")
+    for name in ("genlab", "plain"):
+        if numbers[name]["mean_epoch_seconds"] > 1.2 * numbers[name]["median_epoch_seconds"]:
+            console.print(f"[yellow]{name}: mean > 1.2 x median, so other processes were probably using the CPU")
     ratio_ok = "ok" if numbers["ratio"] <= RATIO_TARGET else "ABOVE TARGET"
     gap_ok = "ok" if abs(numbers["test_loss_gap"]) <= LOSS_GAP_TARGET else "ABOVE TARGET"
-    console.print(
-        f"ratio (mean) target <= {RATIO_TARGET}: {ratio_ok}; |test-loss gap| target <= {LOSS_GAP_TARGET}: {gap_ok}"
-    )
+    console.print(f"ratio (median) target <= {RATIO_TARGET}: {ratio_ok}")
+    console.print(f"|test-loss gap| target <= {LOSS_GAP_TARGET}: {gap_ok}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,6 +29,10 @@ TINY_LM = [
     "data.steps_per_epoch=5",
     "trainer.max_epochs=2",
     "trainer.limit_test_batches=2",
+    "model.optimizer.lr=1e-2",
+    "model.scheduler.warmup_steps=0",
+    "model.scheduler.decay_steps=10",
+    "model.scheduler.min_lr=1e-3",
     "model.sample_tokens=20",
     "callbacks.progress_bar=null",
     "trainer.enable_model_summary=false",
@@ -151,6 +155,8 @@ def test_transformer_bf16_and_ddp(genlab_train, extra) -> None:
     run = genlab_train("data=python_source", "data.max_chars=50000", "logger=csv", *TINY_LM, *extra).check()
     assert len(run.new_dirs) == 1
     assert math.isfinite(run.metrics["val/loss"]) and math.isfinite(run.metrics["test/loss"])
+    # An epoch is 5 batches of 4 random windows in all: under DDP each of the 2 processes takes half of them.
+    assert run.metrics["global_step"] == (6 if "trainer=ddp_sim" in extra else 10)
 
 
 LM_BAD_INPUTS = {

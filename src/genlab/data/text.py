@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from genlab.data.spec import DataSpec
 from genlab.data.tensor_dataset import already_batched
@@ -49,6 +49,24 @@ class TokenWindows(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = self.__getitems__([index])
         return inputs[0], targets[0]
+
+
+class RandomWindowStarts(Sampler[int]):
+    """`num_samples` window starts drawn uniformly with replacement from torch's global random stream.
+
+    Not a RandomSampler on purpose: under DDP Lightning swaps a RandomSampler for a DistributedSampler over the
+    whole dataset (an epoch of every window), but wraps other samplers, splitting these draws across processes.
+    """
+
+    def __init__(self, num_windows: int, num_samples: int) -> None:
+        self.num_windows = num_windows
+        self.num_samples = num_samples
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        yield from torch.randint(0, self.num_windows, (self.num_samples,)).tolist()
 
 
 class TextDataModule(pl.LightningDataModule, ABC):
@@ -142,7 +160,7 @@ class TextDataModule(pl.LightningDataModule, ABC):
 
     def train_dataloader(self) -> DataLoader:
         windows = TokenWindows(self.tokens["train"], self.block_size)
-        sampler = RandomSampler(windows, replacement=True, num_samples=self.steps_per_epoch * self.batch_size)
+        sampler = RandomWindowStarts(len(windows), self.steps_per_epoch * self.batch_size)
         return self._loader(windows, self.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:

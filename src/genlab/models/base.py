@@ -48,6 +48,25 @@ class GenerativeModel(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
 
+    def log_training_step(self, loss: torch.Tensor, extra: Callable[[], dict[str, Any]]) -> None:
+        """Send `train/loss` and the `extra()` metrics to the loggers on the steps Lightning writes logs.
+
+        `self.log` costs about a millisecond per call on a CPU (it moves Lightning's whole result collection to the
+        device each time): with six per-step metrics, a small model's epoch took 1.6x as long as a plain loop. So
+        the per-step training values go straight to the loggers every `trainer.log_every_n_steps` steps, on the
+        step axis `self.log` uses (as Lightning's LearningRateMonitor does), and `extra` is a callable so they are
+        not even computed on the other steps. The loss still reaches the progress bar every step when one is shown.
+        """
+        trainer = self.trainer
+        if trainer.loggers and (trainer._logger_connector.should_update_logs or trainer.fast_dev_run):
+            values = {"train/loss": loss, **extra()}
+            metrics = {name: float(torch.as_tensor(value).detach()) for name, value in values.items()}
+            step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
+        if trainer.progress_bar_callback is not None:
+            self.log("train/loss", loss, prog_bar=True, logger=False)
+
     def optimizer_parameters(self) -> Iterable[torch.nn.Parameter] | list[dict[str, Any]]:
         """What the optimizer updates: all parameters, or parameter groups (e.g. weight decay on matrices only)."""
         return self.parameters()

@@ -67,7 +67,7 @@ class TransformerLM(GenerativeModel):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
         _, loss = self.net(inputs, targets)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(inputs))
+        self.log_training_step(loss, dict)
         return loss
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
@@ -83,7 +83,8 @@ class TransformerLM(GenerativeModel):
                 f"{split}/loss": loss,
                 f"{split}/bpc": loss * self.tokens_per_char / math.log(2),
                 f"{split}/ppl": torch.exp(loss),
-            }
+            },
+            sync_dist=True,  # already equal on every process (the metric synced); this only silences Lightning
         )
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

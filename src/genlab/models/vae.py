@@ -132,18 +132,11 @@ class VAE(GenerativeModel):
 
     # -- Lightning hooks --------------------------------------------------------------------------------------------
 
-    def _log_terms(self, split: str, recon: torch.Tensor, kl: torch.Tensor) -> None:
+    def _terms_to_log(self, split: str, recon: torch.Tensor, kl: torch.Tensor) -> dict[str, torch.Tensor]:
         elbo = recon + kl.sum(1)
-        per_step = split == "train"
         values = {"elbo": elbo.mean(), "recon": recon.mean(), "kl": kl.sum(1).mean()}
         values["bpd"] = bits_per_dim(values["elbo"], self.spec.num_dims)
-        self.log_dict(
-            {f"{split}/{name}": value for name, value in values.items()},
-            on_step=per_step,
-            on_epoch=not per_step,
-            batch_size=len(recon),
-            sync_dist=not per_step,
-        )
+        return {f"{split}/{name}": value for name, value in values.items()}
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, _ = batch
@@ -151,15 +144,18 @@ class VAE(GenerativeModel):
         # Free bits (Kingma et al., 2016): no pressure on a latent dimension while its batch-mean KL is below
         # `free_bits` nats. The reported ELBO always uses the plain KL.
         kl_term = kl.mean(0).clamp(min=self.free_bits).sum()
-        loss = recon.mean() + self.kl_weight() * kl_term
-        self._log_terms("train", recon, kl)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
-        self.log("train/kl_weight", self.kl_weight(), batch_size=len(x))
+        kl_weight = self.kl_weight()
+        loss = recon.mean() + kl_weight * kl_term
+
+        def extra() -> dict[str, torch.Tensor | float]:
+            return {**self._terms_to_log("train", recon.detach(), kl.detach()), "train/kl_weight": kl_weight}
+
+        self.log_training_step(loss, extra)
         return loss
 
     def _evaluate(self, x: torch.Tensor, split: str) -> None:
         mu, recon, kl = self._terms(x)
-        self._log_terms(split, recon, kl)
+        self.log_dict(self._terms_to_log(split, recon, kl), batch_size=len(x), sync_dist=True)
         self.active_units[split].update(mu)
         self.log(f"{split}/active_units", self.active_units[split], on_step=False, on_epoch=True)
 

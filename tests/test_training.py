@@ -30,6 +30,7 @@ def test_short_mnist_run_drives_val_elbo_down(genlab_train) -> None:
         "trainer.limit_train_batches=40",
         "trainer.limit_val_batches=5",
         "trainer.limit_test_batches=2",
+        "data.eval_batch_size=250",
         "model.eval_iwae_k=20",
         "callbacks.samples=null",
         *QUIET,
@@ -58,7 +59,14 @@ def test_ddp_on_two_cpu_processes(genlab_train) -> None:
 
 @pytest.mark.parametrize("net", ["mlp", "conv"])
 def test_bf16_mixed_precision_on_cpu(genlab_train, net: str) -> None:
-    run = genlab_train(f"model/net={net}", "trainer.precision=bf16-mixed", "debug=limit", "logger=csv", *QUIET).check()
+    run = genlab_train(
+        f"model/net={net}",
+        "trainer.precision=bf16-mixed",
+        "debug=limit",
+        "data.eval_batch_size=64",
+        "logger=csv",
+        *QUIET,
+    ).check()
     metrics = run.metrics
     assert all(math.isfinite(metrics[name]) for name in ("val/elbo", "test/elbo", "test/nll_iwae"))
 

@@ -3,6 +3,7 @@ the best checkpoint and write `metrics.json` into the run folder."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -10,18 +11,43 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.config import config_dir
 from genlab.console import print_metrics
-from genlab.errors import exit_on_user_error
+from genlab.data.spec import DataSpec
+from genlab.errors import ConfigError, exit_on_user_error
 from genlab.runs import write_metrics
 
 # Data lives in memory and is batched by index: worker processes would only add start-up time.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 # Lightning 2.6 on torch >= 2.10 warns about its own pytree use on every run; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+
+
+def check_settings(node: DictConfig, where: str) -> None:
+    """Fail on a setting the `_target_` does not take, naming the ones it does, before anything is built.
+
+    Hydra reports such a key itself when it builds the object; the model is built later (it needs the data's spec)
+    and calls its net, so without this a misspelt `+model.x=...` would surface as a TypeError traceback.
+    """
+    target = get_object(node._target_)
+    parameters = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = [key for key in node if not str(key).startswith("_") and key not in parameters]
+    if unknown:
+        known = ", ".join(name for name in parameters if name not in ("self", "spec", "shape", "latent_dim"))
+        raise ConfigError(f"{where} has no setting {', '.join(unknown)}; {target.__name__} takes: {known}")
+
+
+def build_model(cfg: DictConfig, spec: DataSpec) -> pl.LightningModule:
+    """The model, sized from the data's spec (passed after instantiation: Hydra would turn a dataclass into a node)."""
+    check_settings(cfg.model, "model")
+    if isinstance(cfg.model.get("net"), DictConfig):
+        check_settings(cfg.model.net, "model.net")
+    return instantiate(cfg.model, _partial_=True)(spec=spec)
 
 
 def instantiate_each(group: DictConfig | None) -> list[Any]:
@@ -50,8 +76,7 @@ def train(cfg: DictConfig) -> float | None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
-    # The spec is passed after instantiation: Hydra would turn a dataclass argument into a config node.
-    model = instantiate(cfg.model, _partial_=True)(spec=datamodule.spec)
+    model = build_model(cfg, datamodule.spec)
     callbacks = instantiate_each(cfg.get("callbacks"))
     loggers = instantiate_each(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -176,3 +176,35 @@ def test_language_model_bad_input_is_one_clear_line(genlab_train) -> None:
         assert run.returncode != 0, case
         assert "Traceback" not in run.stderr, f"{case}:\n{run.stderr}"
         assert message in run.stderr, f"{case}: {message!r} not in\n{run.stderr}"
+
+
+def tiny_lm(tmp_path, **kwargs) -> TransformerLM:
+    return TransformerLM(
+        spec=text_data(tmp_path).spec,
+        net=functools.partial(GPT, n_layer=1, n_head=2, n_embd=16),
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
+        **kwargs,
+    )
+
+
+def test_compile_option_compiles_the_net_in_place(tmp_path, monkeypatch) -> None:
+    model = tiny_lm(tmp_path, compile=True)
+    names = [name for name, _ in model.named_parameters()]
+    compiled = []
+    monkeypatch.setattr(model.net, "compile", lambda: compiled.append(True))
+    model.configure_model()
+    assert compiled == [True]
+    assert [name for name, _ in model.named_parameters()] == names, "checkpoint keys must not change"
+    plain = tiny_lm(tmp_path)
+    monkeypatch.setattr(plain.net, "compile", lambda: pytest.fail("compiled although compile=false"))
+    plain.configure_model()
+
+
+def test_generated_text_is_reproducible_and_prompts_are_checked(tmp_path) -> None:
+    model = tiny_lm(tmp_path).eval()
+    first = model.generate_text("To be", 30, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    again = model.generate_text("To be", 30, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    assert first == again and len(first) == 30
+    assert model.text_samples(seed=0) == model.text_samples(seed=0)
+    with pytest.raises(DataError, match="outside the char vocabulary"):
+        model.generate_text("To be \u20ac", 5)

@@ -50,7 +50,7 @@ from genlab.data.text import ShakespeareDataModule
 from genlab.models.lm import TransformerLM
 from genlab.models.schedules import warmup_cosine
 from genlab.nets.transformer import GPT
-from genlab.train import instantiate_each
+from genlab.train import build_model, instantiate_each
 
 RATIO_TARGET = 1.10
 VAL_LOSS_TARGET = 1.89
@@ -197,7 +197,7 @@ def run(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict[s
         # genlab's own code path, as in genlab.train.train.
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule: ShakespeareDataModule = instantiate(cfg.data)
-        model: TransformerLM = instantiate(cfg.model, _partial_=True)(spec=datamodule.spec)
+        model: TransformerLM = build_model(cfg, datamodule.spec)
 
         # The plain loop starts from the very same weights and reads the very same tokens.
         datamodule.setup("fit")
@@ -238,11 +238,8 @@ def run(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict[s
 
 
 def report(numbers: dict[str, Any]) -> None:
-    title = (
-        f"GPT on tiny Shakespeare: {numbers['steps']} steps, {numbers['schedule']}"
-        f"{' (chunks of ' + str(numbers['chunk']) + ')' if numbers['schedule'] == 'interleaved' else ''}, "
-        f"torch threads: {numbers['torch_threads']}"
-    )
+    chunks = f" (chunks of {numbers['chunk']})" if numbers["schedule"] == "interleaved" else ""
+    title = f"GPT on tiny Shakespeare: {numbers['steps']} steps, {numbers['schedule']}{chunks}"
     table = Table(title=title)
     for column in ("", "ms/iter mean", "ms/iter median", "ms/iter min", "train s", "val loss"):
         table.add_column(column, justify="right" if column else "left")

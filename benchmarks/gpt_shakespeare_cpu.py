@@ -25,71 +25,33 @@ Run from the repository root:
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
-import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
+import harness
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
-from rich.console import Console
-from rich.table import Table
 from torch.utils.data import DataLoader
 
-from genlab.config import config_dir
 from genlab.data.text import ShakespeareDataModule
 from genlab.models.lm import TransformerLM
 from genlab.models.schedules import warmup_cosine
 from genlab.nets.transformer import GPT
-from genlab.train import build_model, instantiate_each
+from genlab.train import build_model
 
 RATIO_TARGET = 1.10
 VAL_LOSS_TARGET = 1.89
 
-#: Callbacks that do no training work (progress display, checkpoints, samples): left out of the timed run
-#: (with trainer.enable_checkpointing=false, so Lightning adds no default checkpoint either).
-NOT_TRAINING = (ProgressBar, ModelCheckpoint)
-SAMPLE_MODULES = ("genlab.callbacks.samples",)
+MILLISECONDS = harness.Unit(key="ms", label="ms/iter", digits=2)
 
 
-def compose_config(steps: int, seed: int, output_dir: Path, logger: str) -> DictConfig:
-    """genlab's own config for nanoGPT's CPU recipe, minus what a plain loop does not do either."""
-    overrides = [
-        "experiment=gpt_shakespeare_cpu",
-        f"trainer.max_steps={steps}",
-        "++trainer.enable_progress_bar=false",
-        "++trainer.enable_model_summary=false",
-        "++trainer.enable_checkpointing=false",
-        f"seed={seed}",
-        f"paths.output_dir={output_dir}",
-    ]
-    overrides += ["~logger"] if logger == "none" else [f"logger={logger}"]
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    # max_steps ends the run; enough epochs that max_epochs never ends it first (more than 2000 steps).
-    cfg.trainer.max_epochs = max(int(cfg.trainer.max_epochs), math.ceil(steps / int(cfg.data.steps_per_epoch)))
-    # Drop non-training callbacks by class rather than by config key, so renamed entries are caught too. The
-    # final weights are validated, as in the plain loop; guards such as StopOnNonFiniteLoss stay.
-    for key, entry in list((cfg.get("callbacks") or {}).items()):
-        if entry is None or "_target_" not in entry:
-            continue
-        target = get_class(entry._target_)
-        if (
-            issubclass(target, NOT_TRAINING)
-            or target.__module__.startswith(SAMPLE_MODULES)
-            or (logger == "none" and issubclass(target, LearningRateMonitor))  # it refuses to run without one
-        ):
-            cfg.callbacks[key] = None
-    return cfg
+def overrides(steps: int) -> list[str]:
+    """genlab's own config for nanoGPT's CPU recipe (harness.compose_config leaves out what a plain loop does not do
+    either)."""
+    return ["experiment=gpt_shakespeare_cpu", f"trainer.max_steps={steps}"]
 
 
 class PlainLoop:
@@ -180,9 +142,7 @@ def summary(step_seconds: list[float], val_loss: float) -> dict[str, Any]:
     ms = [s * 1000 for s in step_seconds]
     return {
         "steps": len(ms),
-        "mean_ms": statistics.fmean(ms),
-        "median_ms": statistics.median(ms),
-        "min_ms": min(ms),
+        **MILLISECONDS.stats(ms),
         "train_seconds": sum(step_seconds),
         "val_loss": val_loss,
         "step_ms": [round(m, 3) for m in ms],
@@ -191,12 +151,12 @@ def summary(step_seconds: list[float], val_loss: float) -> dict[str, Any]:
 
 def run(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict[str, Any]:
     wall_start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="genlab-bench-") as tmp:
-        cfg = compose_config(steps, seed, Path(tmp), logger)
+    datamodule: ShakespeareDataModule
+    with harness.genlab_setup(overrides(steps), seed, logger) as (cfg, datamodule):
+        # max_steps ends the run; enough epochs that max_epochs never ends it first (more than 2000 steps).
+        cfg.trainer.max_epochs = max(int(cfg.trainer.max_epochs), math.ceil(steps / int(cfg.data.steps_per_epoch)))
 
         # genlab's own code path, as in genlab.train.train.
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule: ShakespeareDataModule = instantiate(cfg.data)
         model: TransformerLM = build_model(cfg, datamodule.spec)
 
         # The plain loop starts from the very same weights and reads the very same tokens.
@@ -206,9 +166,7 @@ def run(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict[s
         warm_up(plain.net, train_tokens, cfg)
 
         timer = TrainStepTimer(then=plain if schedule == "interleaved" else None, chunk=chunk)
-        callbacks = [timer, *instantiate_each(cfg.get("callbacks"))]
-        loggers = instantiate_each(cfg.get("logger"))
-        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        trainer = harness.build_trainer(cfg, timer)
         trainer.fit(model, datamodule=datamodule)
         genlab_val = float(trainer.validate(model, datamodule=datamodule, verbose=False)[0]["val/loss"])
 
@@ -225,13 +183,10 @@ def run(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict[s
         "torch_threads": torch.get_num_threads(),
         "train_tokens": len(train_tokens),
         "parameters": model.net.num_parameters(),
-        "callbacks": [type(callback).__name__ for callback in trainer.callbacks if callback is not timer],
+        "callbacks": harness.callback_names(trainer, timer),
         "genlab": genlab,
         "plain": baseline,
-        # The median is the headline: a step slowed by another process moves the mean a lot.
-        "ratio": genlab["median_ms"] / baseline["median_ms"],
-        "ratio_mean": genlab["mean_ms"] / baseline["mean_ms"],
-        "ratio_min": genlab["min_ms"] / baseline["min_ms"],
+        **MILLISECONDS.ratios(genlab, baseline),
         "val_loss_gap": genlab_val - plain_val,
         "wall_seconds": time.perf_counter() - wall_start,
     }
@@ -240,53 +195,36 @@ def run(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict[s
 def report(numbers: dict[str, Any]) -> None:
     chunks = f" (chunks of {numbers['chunk']})" if numbers["schedule"] == "interleaved" else ""
     title = f"GPT on tiny Shakespeare: {numbers['steps']} steps, {numbers['schedule']}{chunks}"
-    table = Table(title=title)
-    for column in ("", "ms/iter mean", "ms/iter median", "ms/iter min", "train s", "val loss"):
-        table.add_column(column, justify="right" if column else "left")
-    for name in ("genlab", "plain"):
-        row = numbers[name]
-        table.add_row(
-            name,
-            *(f"{row[f'{stat}_ms']:.2f}" for stat in ("mean", "median", "min")),
-            f"{row['train_seconds']:.1f}",
-            f"{row['val_loss']:.4f}",
-        )
-    table.add_row(
-        "genlab/plain",
-        *(f"{numbers[key]:.3f}" for key in ("ratio_mean", "ratio", "ratio_min")),
+    cells = {
+        name: [f"{numbers[name]['train_seconds']:.1f}", f"{numbers[name]['val_loss']:.4f}"]
+        for name in harness.CONTENDERS
+    }
+    cells["genlab/plain"] = [
         f"{numbers['genlab']['train_seconds'] / numbers['plain']['train_seconds']:.3f}",
         f"{numbers['val_loss_gap']:+.4f}",
+    ]
+    harness.report(
+        numbers,
+        MILLISECONDS,
+        title=title,
+        columns=["train s", "val loss"],
+        cells=cells,
+        timer="step timer",
+        notes=[f"total wall time: {numbers['wall_seconds']:.1f} s, torch threads: {numbers['torch_threads']}"],
+        ratio_target=RATIO_TARGET,
+        checks=[
+            (
+                f"genlab val loss target <= {VAL_LOSS_TARGET} (nanoGPT: 1.88)",
+                numbers["genlab"]["val_loss"] <= VAL_LOSS_TARGET,
+            )
+        ],
     )
-    console = Console()
-    console.print(table)
-    console.print(f"genlab callbacks (besides the step timer): {', '.join(numbers['callbacks']) or 'none'}")
-    console.print(f"total wall time: {numbers['wall_seconds']:.1f} s, torch threads: {numbers['torch_threads']}")
-    for name in ("genlab", "plain"):
-        if numbers[name]["mean_ms"] > 1.2 * numbers[name]["median_ms"]:
-            console.print(f"[yellow]{name}: mean > 1.2 x median, so other processes were probably using the CPU")
-    ratio_ok = "ok" if numbers["ratio"] <= RATIO_TARGET else "ABOVE TARGET"
-    loss_ok = "ok" if numbers["genlab"]["val_loss"] <= VAL_LOSS_TARGET else "ABOVE TARGET"
-    console.print(f"ratio (median) target <= {RATIO_TARGET}: {ratio_ok}")
-    console.print(f"genlab val loss target <= {VAL_LOSS_TARGET} (nanoGPT: 1.88): {loss_ok}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--logger", default="none", help="none, or a genlab logger config (e.g. csv)")
-    parser.add_argument("--schedule", choices=("interleaved", "sequential"), default="interleaved")
-    parser.add_argument("--chunk", type=int, default=25, help="steps per turn when interleaved")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
-    args = parser.parse_args(argv)
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    numbers = run(args.steps, args.seed, args.logger, args.schedule, args.chunk)
-    report(numbers)
-    if args.json:
-        args.json.write_text(json.dumps(numbers, indent=2) + "\n")
+    chunk = {"type": int, "default": 25, "help": "steps per turn when interleaved"}
+    args = harness.parse_args(__doc__, "--steps", 2000, argv, extra={"--chunk": chunk})
+    harness.execute(args, lambda: run(args.steps, args.seed, args.logger, args.schedule, args.chunk), report)
 
 
 if __name__ == "__main__":

@@ -17,71 +17,37 @@ Run from the repository root:
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
+import harness
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
-from rich.console import Console
-from rich.table import Table
+from hydra.utils import instantiate
 from torch import nn
 
-from genlab.config import config_dir
 from genlab.data.image_datamodule import ImageDataModule
 from genlab.models.vae import VAE
-from genlab.train import instantiate_each
 
 RATIO_TARGET = 1.15
 LOSS_GAP_TARGET = 1.5
 
-#: Callbacks that do no training work (progress display, checkpoints, pictures): left out of the timed run
-#: (with trainer.enable_checkpointing=false, so Lightning adds no default checkpoint either).
-NOT_TRAINING = (ProgressBar, ModelCheckpoint)
-PICTURE_MODULES = ("genlab.callbacks.samples",)
+SECONDS = harness.Unit(key="epoch_seconds", label="s/epoch", digits=3)
 
 
-def compose_config(epochs: int, seed: int, output_dir: Path, logger: str) -> DictConfig:
-    """genlab's own config for the pytorch/examples VAE, minus what a plain loop does not do either."""
-    overrides = [
+def overrides(epochs: int) -> list[str]:
+    """genlab's own config for the pytorch/examples VAE (harness.compose_config leaves out what a plain loop does
+    not do either)."""
+    return [
         "experiment=vae_mnist_examples",
         "data=mnist",
         "trainer=cpu",
         f"trainer.max_epochs={epochs}",
-        "++trainer.enable_progress_bar=false",
-        "++trainer.enable_model_summary=false",
-        "++trainer.enable_checkpointing=false",
-        f"seed={seed}",
-        f"paths.output_dir={output_dir}",
         # The IWAE bound is test-only and not compared here; test/elbo does not depend on it.
         "model.eval_iwae_k=0",
     ]
-    overrides += ["~logger"] if logger == "none" else [f"logger={logger}"]
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    # Drop non-training callbacks by class rather than by config key, so renamed entries are caught too. The
-    # final weights are tested, as in the plain loop; guards such as StopOnNonFiniteLoss stay.
-    for key, entry in list((cfg.get("callbacks") or {}).items()):
-        if entry is None or "_target_" not in entry:
-            continue
-        target = get_class(entry._target_)
-        if (
-            issubclass(target, NOT_TRAINING)
-            or target.__module__.startswith(PICTURE_MODULES)
-            or (logger == "none" and issubclass(target, LearningRateMonitor))  # it refuses to run without one
-        ):
-            cfg.callbacks[key] = None
-    return cfg
 
 
 def negative_elbo(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -177,22 +143,13 @@ def warm_up(net: nn.Module, images: torch.Tensor, steps: int = 50) -> None:
 
 
 def summary(epoch_seconds: list[float], test_loss: float) -> dict[str, Any]:
-    return {
-        "epoch_seconds": epoch_seconds,
-        "mean_epoch_seconds": statistics.fmean(epoch_seconds),
-        "median_epoch_seconds": statistics.median(epoch_seconds),
-        "min_epoch_seconds": min(epoch_seconds),
-        "test_loss": test_loss,
-    }
+    return {"epoch_seconds": epoch_seconds, **SECONDS.stats(epoch_seconds), "test_loss": test_loss}
 
 
 def run(epochs: int, seed: int, logger: str, schedule: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="genlab-bench-") as tmp:
-        cfg = compose_config(epochs, seed, Path(tmp), logger)
-
+    datamodule: ImageDataModule
+    with harness.genlab_setup(overrides(epochs), seed, logger) as (cfg, datamodule):
         # genlab's own code path, as in genlab.train.train.
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule: ImageDataModule = instantiate(cfg.data)
         model: VAE = instantiate(cfg.model, _partial_=True)(spec=datamodule.spec)
 
         # The plain loop starts from the very same weights and reads the very same tensors.
@@ -204,9 +161,7 @@ def run(epochs: int, seed: int, logger: str, schedule: str) -> dict[str, Any]:
         warm_up(plain.net, train_images)
 
         timer = TrainEpochTimer(then=plain if schedule == "interleaved" else None)
-        callbacks = [timer, *instantiate_each(cfg.get("callbacks"))]
-        loggers = instantiate_each(cfg.get("logger"))
-        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        trainer = harness.build_trainer(cfg, timer)
         trainer.fit(model, datamodule=datamodule)
         genlab_test = float(trainer.test(model, datamodule=datamodule, verbose=False)[0]["test/elbo"])
 
@@ -223,13 +178,10 @@ def run(epochs: int, seed: int, logger: str, schedule: str) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "train_images": len(train_images),
         "batch_size": int(cfg.data.batch_size),
-        "callbacks": [type(callback).__name__ for callback in trainer.callbacks if callback is not timer],
+        "callbacks": harness.callback_names(trainer, timer),
         "genlab": genlab,
         "plain": baseline,
-        # The median is the headline: one epoch slowed by another process moves the mean a lot.
-        "ratio": genlab["median_epoch_seconds"] / baseline["median_epoch_seconds"],
-        "ratio_mean": genlab["mean_epoch_seconds"] / baseline["mean_epoch_seconds"],
-        "ratio_min": genlab["min_epoch_seconds"] / baseline["min_epoch_seconds"],
+        **SECONDS.ratios(genlab, baseline),
         "test_loss_gap": genlab_test - plain_test,
     }
 
@@ -238,49 +190,23 @@ def report(numbers: dict[str, Any]) -> None:
     title = (
         f"VAE on MNIST: {numbers['epochs']} epochs, {numbers['schedule']}, torch threads: {numbers['torch_threads']}"
     )
-    table = Table(title=title)
-    for column in ("", "s/epoch mean", "s/epoch median", "s/epoch min", "test loss (nats)"):
-        table.add_column(column, justify="right" if column else "left")
-    for name in ("genlab", "plain"):
-        row = numbers[name]
-        table.add_row(
-            name,
-            *(f"{row[f'{stat}_epoch_seconds']:.3f}" for stat in ("mean", "median", "min")),
-            f"{row['test_loss']:.2f}",
-        )
-    table.add_row(
-        "genlab/plain",
-        *(f"{numbers[key]:.3f}" for key in ("ratio_mean", "ratio", "ratio_min")),
-        f"{numbers['test_loss_gap']:+.2f}",
+    cells = {name: [f"{numbers[name]['test_loss']:.2f}"] for name in harness.CONTENDERS}
+    cells["genlab/plain"] = [f"{numbers['test_loss_gap']:+.2f}"]
+    harness.report(
+        numbers,
+        SECONDS,
+        title=title,
+        columns=["test loss (nats)"],
+        cells=cells,
+        timer="epoch timer",
+        ratio_target=RATIO_TARGET,
+        checks=[(f"|test-loss gap| target <= {LOSS_GAP_TARGET}", abs(numbers["test_loss_gap"]) <= LOSS_GAP_TARGET)],
     )
-    console = Console()
-    console.print(table)
-    console.print(f"genlab callbacks (besides the epoch timer): {', '.join(numbers['callbacks']) or 'none'}")
-    for name in ("genlab", "plain"):
-        if numbers[name]["mean_epoch_seconds"] > 1.2 * numbers[name]["median_epoch_seconds"]:
-            console.print(f"[yellow]{name}: mean > 1.2 x median, so other processes were probably using the CPU")
-    ratio_ok = "ok" if numbers["ratio"] <= RATIO_TARGET else "ABOVE TARGET"
-    gap_ok = "ok" if abs(numbers["test_loss_gap"]) <= LOSS_GAP_TARGET else "ABOVE TARGET"
-    console.print(f"ratio (median) target <= {RATIO_TARGET}: {ratio_ok}")
-    console.print(f"|test-loss gap| target <= {LOSS_GAP_TARGET}: {gap_ok}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--logger", default="none", help="none, or a genlab logger config (e.g. csv)")
-    parser.add_argument("--schedule", choices=("interleaved", "sequential"), default="interleaved")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
-    args = parser.parse_args(argv)
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    numbers = run(args.epochs, args.seed, args.logger, args.schedule)
-    report(numbers)
-    if args.json:
-        args.json.write_text(json.dumps(numbers, indent=2) + "\n")
+    args = harness.parse_args(__doc__, "--epochs", 10, argv)
+    harness.execute(args, lambda: run(args.epochs, args.seed, args.logger, args.schedule), report)
 
 
 if __name__ == "__main__":

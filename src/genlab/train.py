@@ -57,7 +57,9 @@ def instantiate_each(group: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
 
 
-def evaluate_best(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule, test: bool):
+def evaluate_best(
+    trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule, test: bool
+) -> tuple[dict[str, float], str]:
     """Validation (and test) metrics of the best checkpoint, so every number in metrics.json describes one model.
 
     Without a checkpoint (e.g. fast_dev_run) the weights in memory are evaluated.

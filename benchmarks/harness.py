@@ -1,0 +1,187 @@
+"""What the genlab-versus-plain-PyTorch benchmarks share: genlab's composed config minus non-training callbacks, the
+Lightning trainer around a timing callback, timing statistics and their ratios, the rich table and verdicts, the
+common command-line options and the JSON output.
+
+The benchmarks are run as `python benchmarks/<name>.py` from the repository root, so this folder is on sys.path and
+they import this module as `harness`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+from rich.console import Console
+from rich.table import Table
+
+from genlab.config import config_dir
+from genlab.train import instantiate_each
+
+#: Callbacks that do no training work (progress display, checkpoints, pictures and text samples): left out of the
+#: timed run (with trainer.enable_checkpointing=false, so Lightning adds no default checkpoint either).
+NOT_TRAINING = (ProgressBar, ModelCheckpoint)
+SAMPLE_MODULES = ("genlab.callbacks.samples",)
+
+STATS = ("mean", "median", "min")
+#: The ratio row of the table, in the order of STATS; "ratio" is the median's.
+RATIO_KEYS = ("ratio_mean", "ratio", "ratio_min")
+CONTENDERS = ("genlab", "plain")
+
+
+def compose_config(overrides: Sequence[str], seed: int, output_dir: Path, logger: str) -> DictConfig:
+    """genlab's `train` config with the benchmark's own `overrides` (experiment, length of the run), without progress
+    bar, model summary, checkpoints or the callbacks that do no training work; `logger` is "none" or a genlab logger
+    config."""
+    overrides = [
+        *overrides,
+        "++trainer.enable_progress_bar=false",
+        "++trainer.enable_model_summary=false",
+        "++trainer.enable_checkpointing=false",
+        f"seed={seed}",
+        f"paths.output_dir={output_dir}",
+    ]
+    overrides += ["~logger"] if logger == "none" else [f"logger={logger}"]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    # Drop non-training callbacks by class rather than by config key, so renamed entries are caught too. The
+    # final weights are evaluated, as in the plain loop; guards such as StopOnNonFiniteLoss stay.
+    for key, entry in list((cfg.get("callbacks") or {}).items()):
+        if entry is None or "_target_" not in entry:
+            continue
+        target = get_class(entry._target_)
+        if (
+            issubclass(target, NOT_TRAINING)
+            or target.__module__.startswith(SAMPLE_MODULES)
+            or (logger == "none" and issubclass(target, LearningRateMonitor))  # it refuses to run without one
+        ):
+            cfg.callbacks[key] = None
+    return cfg
+
+
+@contextmanager
+def genlab_setup(overrides: Sequence[str], seed: int, logger: str) -> Iterator[tuple[DictConfig, Any]]:
+    """The composed config (see compose_config), with a temporary output folder that lasts as long as the context,
+    and genlab's own first steps, as in genlab.train.train: seed everything, instantiate the datamodule."""
+    with tempfile.TemporaryDirectory(prefix="genlab-bench-") as tmp:
+        cfg = compose_config(overrides, seed, Path(tmp), logger)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        yield cfg, instantiate(cfg.data)
+
+
+def build_trainer(cfg: DictConfig, timer: pl.Callback) -> pl.Trainer:
+    """The Trainer as genlab.train builds it from `cfg`, with `timer` first among the callbacks."""
+    callbacks = [timer, *instantiate_each(cfg.get("callbacks"))]
+    loggers = instantiate_each(cfg.get("logger"))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def callback_names(trainer: pl.Trainer, timer: pl.Callback) -> list[str]:
+    """Class names of the trainer's callbacks other than `timer`."""
+    return [type(callback).__name__ for callback in trainer.callbacks if callback is not timer]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """How a benchmark reports its timings: statistics under `<stat>_<key>`, columns headed `<label> <stat>`."""
+
+    key: str
+    label: str
+    digits: int
+
+    def stats(self, values: list[float]) -> dict[str, float]:
+        """Mean, median and min of `values`."""
+        return {
+            f"mean_{self.key}": statistics.fmean(values),
+            f"median_{self.key}": statistics.median(values),
+            f"min_{self.key}": min(values),
+        }
+
+    def ratios(self, genlab: dict[str, Any], plain: dict[str, Any]) -> dict[str, float]:
+        """genlab / plain for each statistic."""
+        return {
+            # The median is the headline: a stretch slowed by another process moves the mean a lot.
+            "ratio": genlab[f"median_{self.key}"] / plain[f"median_{self.key}"],
+            "ratio_mean": genlab[f"mean_{self.key}"] / plain[f"mean_{self.key}"],
+            "ratio_min": genlab[f"min_{self.key}"] / plain[f"min_{self.key}"],
+        }
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "ABOVE TARGET"
+
+
+def report(
+    numbers: dict[str, Any],
+    unit: Unit,
+    *,
+    title: str,
+    columns: Sequence[str],
+    cells: dict[str, list[str]],
+    timer: str,
+    ratio_target: float,
+    checks: Sequence[tuple[str, bool]],
+    notes: Sequence[str] = (),
+) -> None:
+    """The table (genlab, plain and genlab/plain rows: the timing statistics, then `columns` filled from `cells`,
+    keyed by row name), the callbacks that ran, `notes`, a warning where a mean is well above its median, and the
+    verdict on the median ratio and on each of `checks` (what, whether it is met)."""
+    table = Table(title=title)
+    for column in ("", *(f"{unit.label} {stat}" for stat in STATS), *columns):
+        table.add_column(column, justify="right" if column else "left")
+    for name in CONTENDERS:
+        row = numbers[name]
+        table.add_row(name, *(f"{row[f'{stat}_{unit.key}']:.{unit.digits}f}" for stat in STATS), *cells[name])
+    table.add_row("genlab/plain", *(f"{numbers[key]:.3f}" for key in RATIO_KEYS), *cells["genlab/plain"])
+    console = Console()
+    console.print(table)
+    console.print(f"genlab callbacks (besides the {timer}): {', '.join(numbers['callbacks']) or 'none'}")
+    for note in notes:
+        console.print(note)
+    for name in CONTENDERS:
+        if numbers[name][f"mean_{unit.key}"] > 1.2 * numbers[name][f"median_{unit.key}"]:
+            console.print(f"[yellow]{name}: mean > 1.2 x median, so other processes were probably using the CPU")
+    console.print(f"ratio (median) target <= {ratio_target}: {verdict(numbers['ratio'] <= ratio_target)}")
+    for what, ok in checks:
+        console.print(f"{what}: {verdict(ok)}")
+
+
+def parse_args(
+    doc: str, length: str, default: int, argv: list[str] | None, extra: dict[str, dict[str, Any]] | None = None
+) -> argparse.Namespace:
+    """The options all benchmarks take: the run's `length` (e.g. --epochs, default `default`), --seed, --logger,
+    --schedule, then the benchmark's `extra` ones (flag: add_argument keywords), --threads and --json."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(length, type=int, default=default)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--logger", default="none", help="none, or a genlab logger config (e.g. csv)")
+    parser.add_argument("--schedule", choices=("interleaved", "sequential"), default="interleaved")
+    for flag, options in (extra or {}).items():
+        parser.add_argument(flag, **options)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    return parser.parse_args(argv)
+
+
+def execute(
+    args: argparse.Namespace, run: Callable[[], dict[str, Any]], report: Callable[[dict[str, Any]], None]
+) -> None:
+    """Set torch's thread count (--threads), run, report, and write the numbers to --json if given."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    numbers = run()
+    report(numbers)
+    if args.json:
+        args.json.write_text(json.dumps(numbers, indent=2) + "\n")

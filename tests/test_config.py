@@ -42,6 +42,14 @@ def test_every_group_option_composes_and_resolves(compose_config, override: str)
     assert resolved["callbacks"] is None or isinstance(resolved["callbacks"], dict)
 
 
+@pytest.mark.parametrize("debug", options("debug"))
+@pytest.mark.parametrize("model", options("model"))
+def test_every_debug_config_fits_every_model(compose_config, debug: str, model: str) -> None:
+    from genlab.train import check_model_settings
+
+    check_model_settings(compose_config(f"model={model}", f"debug={debug}"))
+
+
 def test_every_group_has_options() -> None:
     for group in GROUPS:
         assert options(group), f"conf/{group} has no options"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from contextlib import nullcontext
+
 import pytest
 from hydra.errors import InstantiationException
 from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -45,3 +48,21 @@ def test_user_errors_are_one_line_with_status_2(exc, line, capsys) -> None:
 def test_bugs_are_not_hidden(capsys) -> None:
     with pytest.raises(ZeroDivisionError):
         run(ZeroDivisionError("bug"), capsys)
+    with pytest.raises(InstantiationException):  # a bug inside a constructor is not a config error
+        run(wrapped(ZeroDivisionError("bug in __init__")), capsys)
+
+
+def test_manifest_records_how_a_run_ended(tmp_path) -> None:
+    from genlab.manifest import Manifest
+
+    outcomes = {"ok": None, "interrupted": KeyboardInterrupt(), "failed": DataError("mnist is not in /x")}
+    for name, exc in outcomes.items():
+        manifest = Manifest(tmp_path / name, seed=3, overrides=["seed=3"])
+        with pytest.raises(BaseException) if exc else nullcontext(), manifest.track():
+            assert json.loads(manifest.path.read_text())["status"] == "running"
+            if exc:
+                raise exc
+        written = json.loads(manifest.path.read_text())
+        assert written["status"] == {"ok": "completed"}.get(name, name)
+        assert written["error"] == ("DataError: mnist is not in /x" if name == "failed" else None)
+        assert written["ended_at"] and written["seed"] == 3

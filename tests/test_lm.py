@@ -155,8 +155,8 @@ def test_transformer_bf16_and_ddp(genlab_train, extra) -> None:
     run = genlab_train("data=python_source", "data.max_chars=50000", "logger=csv", *TINY_LM, *extra).check()
     assert len(run.new_dirs) == 1
     assert math.isfinite(run.metrics["val/loss"]) and math.isfinite(run.metrics["test/loss"])
-    # An epoch is 5 batches of 4 random windows in all: under DDP each of the 2 processes takes half of them.
-    assert run.metrics["global_step"] == (6 if "trainer=ddp_sim" in extra else 10)
+    # An epoch is 5 steps of 4 windows per process, with or without DDP (batch_size is per device).
+    assert torch.load(run.dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 10
 
 
 LM_BAD_INPUTS = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -52,6 +53,13 @@ def test_default_job_leaves_a_complete_run_folder(genlab_train) -> None:
     assert metrics["test/elbo"] < 35
     assert "final metrics of the best checkpoint" in run.stdout
 
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["error"] is None
+    assert manifest["seed"] == 0 and manifest["command"] == "genlab-train"
+    assert manifest["started_at"] <= manifest["ended_at"]
+    assert manifest["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert manifest["git_commit"] is None, "the scratch folder is not a git repository"
+
 
 def test_help_and_cfg_job(genlab_train) -> None:
     run = genlab_train("--help").check()
@@ -84,6 +92,7 @@ BAD_INPUTS = {
         "model.net.hidden_dims must be",
     ),
     "negative beta": (["model.beta=-1"], "model.beta must be >= 0"),
+    "missing checkpoint to start from": (["ckpt_path=nowhere.ckpt"], "ckpt_path=nowhere.ckpt is not a file"),
     "unknown model setting": (["+model.latent_size=3"], "model has no setting latent_size; VAE takes: net,"),
     "unknown net setting": (["+model.net.depth=3"], "model.net has no setting depth; MLPEncoderDecoder takes"),
 }
@@ -100,4 +109,7 @@ def test_bad_input_is_one_clear_line_and_leaves_earlier_runs_alone(genlab_train)
         first_line = next(line for line in run.stderr.splitlines() if message in line)
         assert len(first_line) < 600, f"{case}: error line too long: {first_line}"
         assert not any((d / METRICS_FILE).exists() for d in run.new_dirs), case
+        for folder in run.new_dirs:  # runs that got as far as a folder record how they failed
+            manifest = json.loads((folder / "manifest.json").read_text())
+            assert manifest["status"] == "failed" and message in manifest["error"], case
     assert snapshot(earlier) == before

@@ -54,7 +54,10 @@ def test_ddp_on_two_cpu_processes(genlab_train) -> None:
     metrics = run.metrics
     assert math.isfinite(metrics["val/elbo"]) and math.isfinite(metrics["test/elbo"])
     # Each of the 2 processes ran 5 batches per epoch: 2 epochs -> 10 optimizer steps.
-    assert metrics["global_step"] == 10
+    assert torch.load(run.dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 10
+    # metrics.json names the step of the checkpoint it evaluated.
+    best = torch.load(run.dir / metrics["checkpoint"], weights_only=False)
+    assert (metrics["epoch"], metrics["global_step"]) == (best["epoch"], best["global_step"])
 
 
 @pytest.mark.parametrize("net", ["mlp", "conv"])
@@ -83,9 +86,22 @@ def test_every_logger_gets_metrics_and_pictures(genlab_train, tmp_path) -> None:
     assert "hparams.yaml" in {p.name for p in (run.dir / "tensorboard").iterdir()}
 
 
-def test_non_finite_loss_stops_training_with_one_clear_line() -> None:
+def test_non_finite_loss_stops_the_run_with_one_clear_line(genlab_train) -> None:
+    # A Gaussian scale of 1e-30 squares to an overflow: the loss is infinite from the first step.
+    # (Not debug=limit: its anomaly detection would stop the run in backward, before the loss check.)
+    limits = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
+    run = genlab_train(*limits, "model.likelihood=gaussian", "model.gaussian_scale=1e-30", *QUIET)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    (line,) = [line for line in run.stderr.splitlines() if "error:" in line]
+    assert "train/loss became inf at batch 0 of epoch 0" in line
+    manifest = (run.dir / "manifest.json").read_text()
+    assert '"status": "failed"' in manifest and "train/loss became inf" in manifest
+
+
+def test_the_callback_checks_every_step() -> None:
     callback = StopOnNonFiniteLoss()
     trainer = SimpleNamespace(global_step=7, current_epoch=1)
     callback.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.0)}, None, 0)
-    with pytest.raises(NonFiniteLossError, match=r"train/loss became nan at step 7 .*lower the learning rate"):
+    with pytest.raises(NonFiniteLossError, match=r"train/loss became nan at batch 0 of epoch 1; lower"):
         callback.on_train_batch_end(trainer, None, {"loss": torch.tensor(float("nan"))}, None, 0)

@@ -31,16 +31,21 @@ def check(condition: bool, message: str) -> None:
 def user_error_of(exc: BaseException) -> GenlabError | None:
     """The GenlabError behind `exc`, also when Hydra's instantiate wrapped it."""
     seen: set[int] = set()
+    chain: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, GenlabError):
             return current
+        if isinstance(current, MisconfigurationException):  # Lightning's word for a setting that cannot work
+            return ConfigError(" ".join(str(current).split()))
         seen.add(id(current))
+        chain.append(current)
         current = current.__cause__ or current.__context__
-    if isinstance(exc, MisconfigurationException):  # Lightning's word for a setting that cannot work
-        return ConfigError(" ".join(str(exc).split()))
-    if isinstance(exc, InstantiationException):
-        # A bad argument to a config `_target_` (e.g. a misspelt key): Hydra's message names the target.
+    # Hydra could not call a config's `_target_` with its settings (a wrong key or type, a target that does not
+    # import): its message names the target. Any other error inside a constructor is a bug and keeps its traceback.
+    if isinstance(exc, InstantiationException) and all(
+        isinstance(e, (InstantiationException, TypeError, ImportError)) for e in chain
+    ):
         return ConfigError(" ".join(str(exc).split()))
     return None
 

@@ -11,13 +11,15 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.config import config_dir
 from genlab.console import print_metrics
-from genlab.data.spec import DataSpec
-from genlab.errors import ConfigError, exit_on_user_error
+from genlab.errors import ConfigError, check, exit_on_user_error
+from genlab.manifest import Manifest
 from genlab.runs import write_metrics
 
 # Data lives in memory and is batched by index: worker processes would only add start-up time.
@@ -26,7 +28,7 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
 
 
-def check_settings(node: DictConfig, where: str) -> None:
+def check_settings(node: DictConfig, where: str, injected: tuple[str, ...] = ()) -> None:
     """Fail on a setting the `_target_` does not take, naming the ones it does, before anything is built.
 
     Hydra reports such a key itself when it builds the object; the model is built later (it needs the data's spec)
@@ -38,16 +40,15 @@ def check_settings(node: DictConfig, where: str) -> None:
         return
     unknown = [key for key in node if not str(key).startswith("_") and key not in parameters]
     if unknown:
-        known = ", ".join(name for name in parameters if name not in ("self", "spec", "shape", "latent_dim"))
+        known = ", ".join(name for name in parameters if name not in ("self", *injected))
         raise ConfigError(f"{where} has no setting {', '.join(unknown)}; {target.__name__} takes: {known}")
 
 
-def build_model(cfg: DictConfig, spec: DataSpec) -> pl.LightningModule:
-    """The model, sized from the data's spec (passed after instantiation: Hydra would turn a dataclass into a node)."""
-    check_settings(cfg.model, "model")
+def check_model_settings(cfg: DictConfig) -> None:
+    """The model's and its net's settings, minus what the model supplies itself (spec; the net's sizes)."""
+    check_settings(cfg.model, "model", injected=("spec",))
     if isinstance(cfg.model.get("net"), DictConfig):
-        check_settings(cfg.model.net, "model.net")
-    return instantiate(cfg.model, _partial_=True)(spec=spec)
+        check_settings(cfg.model.net, "model.net", injected=("shape", "latent_dim", "vocab_size", "block_size"))
 
 
 def instantiate_each(group: DictConfig | None) -> list[Any]:
@@ -75,10 +76,17 @@ def evaluate_best(
 def train(cfg: DictConfig) -> float | None:
     """Run one training job; returns the judged metric (for sweepers)."""
     run_dir = Path(cfg.paths.output_dir)
+    check_model_settings(cfg)  # before any data is read: text data reads and tokenizes its corpus for the spec
+    ckpt_path = cfg.get("ckpt_path")
+    check(
+        ckpt_path in (None, "last") or Path(ckpt_path).is_file(),
+        f"ckpt_path={ckpt_path} is not a file; give the path of a .ckpt file, or ckpt_path=last",
+    )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
-    model = build_model(cfg, datamodule.spec)
+    # The spec is passed after instantiation: Hydra would turn a dataclass argument into a config node.
+    model = instantiate(cfg.model, _partial_=True)(spec=datamodule.spec)
     callbacks = instantiate_each(cfg.get("callbacks"))
     loggers = instantiate_each(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -87,18 +95,19 @@ def train(cfg: DictConfig) -> float | None:
     for logger in trainer.loggers:
         logger.log_hyperparams(config)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics, best = evaluate_best(trainer, model, datamodule, test=cfg.test)
     if trainer.is_global_zero:
-        checkpoint = os.path.relpath(best, run_dir) if best else None
+        # The epoch and step of the evaluated checkpoint (validate/test restore weights, not the loop counters).
+        state = torch.load(best, map_location="cpu", weights_only=False) if best else {}
         write_metrics(
             run_dir,
             metrics,
             model.judged_metric,
             model.judged_mode,
-            checkpoint=checkpoint,
-            epoch=trainer.current_epoch,
-            global_step=trainer.global_step,
+            checkpoint=os.path.relpath(best, run_dir) if best else None,
+            epoch=state.get("epoch", trainer.current_epoch),
+            global_step=state.get("global_step", trainer.global_step),
         )
         print_metrics(metrics, model.judged_metric, run_dir)
     return metrics.get(model.judged_metric)
@@ -106,7 +115,8 @@ def train(cfg: DictConfig) -> float | None:
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    with exit_on_user_error("genlab-train"):
+    manifest = Manifest(Path(cfg.paths.output_dir), cfg.seed, list(HydraConfig.get().overrides.task))
+    with exit_on_user_error("genlab-train"), manifest.track():
         return train(cfg)
 
 

@@ -24,7 +24,7 @@ class StopOnNonFiniteLoss(pl.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None and not torch.isfinite(loss).all():
             raise NonFiniteLossError(
-                f"train/loss became {loss.item()} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
+                f"train/loss became {loss.item()} at batch {batch_idx} of epoch {trainer.current_epoch}; "
                 f"lower the learning rate (model.optimizer.lr), clip gradients (trainer.gradient_clip_val) "
                 f"or check the data; the checkpoints saved so far are kept"
             )

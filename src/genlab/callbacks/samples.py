@@ -33,7 +33,8 @@ class SampleWriter(pl.Callback):
             self.batch = batch[0].detach().cpu()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+        fitting = trainer.state.fn == "fit"  # not the final trainer.validate of the best checkpoint
+        if not fitting or trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         self._write(trainer, pl_module, prefix=f"epoch_{trainer.current_epoch:03d}_")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -85,7 +86,7 @@ class ImageFolderDataModule(ImageDataModule):
         except Exception:  # no cache yet, or an unreadable one (any error torch.load gives): rebuild it
             images, labels = self._decode(files)
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache_file.with_suffix(".tmp")
+            partial = cache_file.with_suffix(f".{os.getpid()}.tmp")  # processes of one DDP job may decode at once
             torch.save((images, labels), partial)
             partial.replace(cache_file)
         return split_off((images, labels), self.test_size, self.split_seed + 1)

@@ -160,7 +160,10 @@ class TextDataModule(pl.LightningDataModule, ABC):
 
     def train_dataloader(self) -> DataLoader:
         windows = TokenWindows(self.tokens["train"], self.block_size)
-        sampler = RandomWindowStarts(len(windows), self.steps_per_epoch * self.batch_size)
+        # Under DDP each process takes its share of these draws: scale them so that every process still makes
+        # steps_per_epoch steps of batch_size windows (batch_size is per device).
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        sampler = RandomWindowStarts(len(windows), self.steps_per_epoch * self.batch_size * world_size)
         return self._loader(windows, self.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:

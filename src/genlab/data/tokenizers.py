@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -104,7 +105,7 @@ class BPETokenizer:
         )
         tokenizer.train_from_iterator([text], trainer=trainer)
         cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(".tmp")
+        partial = cached.with_suffix(f".{os.getpid()}.tmp")  # processes of one DDP job may train it at once
         partial.write_text(tokenizer.to_str())
         partial.replace(cached)
         return cls(cached.read_text())

@@ -60,7 +60,8 @@ class TorchvisionDataModule(ImageDataModule):
         try:
             self._open_splits(download=True)
         except (RuntimeError, OSError) as exc:
-            reason = " ".join(str(exc).split())[:160]
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = lines[-1][:160] if lines else type(exc).__name__  # torchvision's last line names the cause
             raise DataError(
                 f"{self.name} is not in {self.folder} and could not be downloaded ({reason}); run once with "
                 f"network access, copy its files there, or point GENLAB_DATA_DIR (paths.data_dir) at a folder "

@@ -88,8 +88,9 @@ class GenerativeModel(pl.LightningModule):
         Validation and test metrics of stochastic models then depend on the weights alone: two evaluations of
         one checkpoint agree, and resuming a run does not shift its training randomness.
         """
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        on_cpu = self.device.type == "cpu"
+        fork = torch.random.fork_rng(devices=[] if on_cpu else [self.device], device_type=self.device.type)
+        with fork:
             torch.manual_seed(seed)
             yield
 

@@ -102,6 +102,12 @@ class VAE(GenerativeModel):
         params = params.float()
         return torch.sigmoid(params) if self.likelihood == "bernoulli" else params.clamp(0, 1)
 
+    def bits_per_dim(self, nats: torch.Tensor) -> torch.Tensor:
+        """Nats per image to bits per dimension. A Gaussian density is measured on [0, 1]-scaled pixels; adding
+        log2(256) = 8 bits expresses it on 8-bit pixel values, the convention of bits/dim tables (e.g. CIFAR-10)."""
+        bits = bits_per_dim(nats, self.spec.num_dims)
+        return bits + math.log2(256) if self.likelihood == "gaussian" else bits
+
     def kl_weight(self) -> float:
         """beta, ramped linearly from 0 over the first `kl_warmup_steps` optimizer steps."""
         if self.kl_warmup_steps == 0:
@@ -135,7 +141,7 @@ class VAE(GenerativeModel):
     def _terms_to_log(self, split: str, recon: torch.Tensor, kl: torch.Tensor) -> dict[str, torch.Tensor]:
         elbo = recon + kl.sum(1)
         values = {"elbo": elbo.mean(), "recon": recon.mean(), "kl": kl.sum(1).mean()}
-        values["bpd"] = bits_per_dim(values["elbo"], self.spec.num_dims)
+        values["bpd"] = self.bits_per_dim(values["elbo"])
         return {f"{split}/{name}": value for name, value in values.items()}
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -170,7 +176,7 @@ class VAE(GenerativeModel):
             if self.eval_iwae_k > 0:
                 nll = self.importance_weighted_nll(x, self.eval_iwae_k).mean()
                 self.log("test/nll_iwae", nll, batch_size=len(x), sync_dist=True)
-                self.log("test/bpd_iwae", bits_per_dim(nll, self.spec.num_dims), batch_size=len(x), sync_dist=True)
+                self.log("test/bpd_iwae", self.bits_per_dim(nll), batch_size=len(x), sync_dist=True)
 
     # -- pictures ---------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,94 @@
+"""manifest.json: what ran, from which code, with what, and how it ended — written at start, updated at the end."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.utilities import rank_zero_only
+
+from genlab.errors import user_error_of
+from genlab.runs import write_json_atomically
+
+MANIFEST_FILE = "manifest.json"
+PACKAGES = ("genlab", "torch", "pytorch-lightning", "hydra-core", "omegaconf", "torchmetrics")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def _versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"cpu: {platform.processor() or platform.machine()}"
+
+
+class Manifest:
+    """The run's identity card. Only the main process writes it; status is running, completed, failed or interrupted."""
+
+    def __init__(self, run_dir: Path, seed: int, overrides: list[str]) -> None:
+        self.path = Path(run_dir) / MANIFEST_FILE
+        commit = _git("rev-parse", "HEAD")
+        self.content: dict[str, Any] = {
+            "status": "running",
+            "error": None,
+            "seed": seed,
+            "started_at": _now(),
+            "ended_at": None,
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "overrides": overrides,
+            "cwd": str(Path.cwd()),
+            "git_commit": commit,
+            "git_dirty": bool(_git("status", "--porcelain")) if commit else None,
+            "versions": _versions(),
+            "device": _device(),
+        }
+
+    @rank_zero_only
+    def write(self, **updates: Any) -> None:
+        self.content.update(updates)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(self.path, self.content)
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        """Mark the run running now, then completed, interrupted (Ctrl-C) or failed with its error line."""
+        self.write()
+        try:
+            yield
+        except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1) after a graceful stop
+            self.write(status="interrupted", ended_at=_now())
+            raise
+        except BaseException as exc:
+            error = user_error_of(exc) or exc
+            self.write(status="failed", error=f"{type(error).__name__}: {error}", ended_at=_now())
+            raise
+        self.write(status="completed", ended_at=_now())

@@ -93,6 +93,7 @@ BAD_INPUTS = {
     ),
     "negative beta": (["model.beta=-1"], "model.beta must be >= 0"),
     "missing checkpoint to start from": (["ckpt_path=nowhere.ckpt"], "ckpt_path=nowhere.ckpt is not a file"),
+    "corrupt checkpoint": (["ckpt_path=corrupt.ckpt"], "ckpt_path=corrupt.ckpt is not a readable checkpoint"),
     "unknown model setting": (["+model.latent_size=3"], "model has no setting latent_size; VAE takes: net,"),
     "unknown net setting": (["+model.net.depth=3"], "model.net has no setting depth; MLPEncoderDecoder takes"),
 }
@@ -100,6 +101,8 @@ BAD_INPUTS = {
 
 def test_bad_input_is_one_clear_line_and_leaves_earlier_runs_alone(genlab_train) -> None:
     earlier = genlab_train(*QUICK).check().dir
+    corrupt = genlab_train.log_dir.parent / "corrupt.ckpt"  # the working folder of the runs
+    corrupt.write_bytes((earlier / "checkpoints" / "last.ckpt").read_bytes()[:1000])  # a truncated checkpoint
     before = snapshot(earlier)
     for case, (overrides, message) in BAD_INPUTS.items():
         run = genlab_train(*overrides)

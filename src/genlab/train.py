@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,19 @@ def check_model_settings(cfg: DictConfig) -> None:
         check_settings(cfg.model.net, "model.net", injected=("shape", "latent_dim", "vocab_size", "block_size"))
 
 
+def check_checkpoint_file(path: Path) -> None:
+    """A missing or truncated checkpoint fails here, in one line, before any data or model is built.
+
+    torch.save writes a zip archive whose directory sits at the end, so a cut-off file is no longer a zip.
+    """
+    check(path.is_file(), f"ckpt_path={path} is not a file; give the path of a .ckpt file, or ckpt_path=last")
+    check(
+        zipfile.is_zipfile(path),
+        f"ckpt_path={path} is not a readable checkpoint (truncated, or not written by torch.save); "
+        f"use another .ckpt, e.g. the run's checkpoints/last.ckpt",
+    )
+
+
 def instantiate_each(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a config group such as `callbacks` or `logger`; `null` entries are skipped."""
     if not group:
@@ -78,10 +92,8 @@ def train(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.paths.output_dir)
     check_model_settings(cfg)  # before any data is read: text data reads and tokenizes its corpus for the spec
     ckpt_path = cfg.get("ckpt_path")
-    check(
-        ckpt_path in (None, "last") or Path(ckpt_path).is_file(),
-        f"ckpt_path={ckpt_path} is not a file; give the path of a .ckpt file, or ckpt_path=last",
-    )
+    if ckpt_path not in (None, "last"):
+        check_checkpoint_file(Path(ckpt_path))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)

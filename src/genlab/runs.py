@@ -39,7 +39,3 @@ def write_metrics(
     path = run_dir / METRICS_FILE
     write_json_atomically(path, content)
     return path
-
-
-def read_metrics(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / METRICS_FILE).read_text())

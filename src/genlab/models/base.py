@@ -93,7 +93,3 @@ class GenerativeModel(pl.LightningModule):
         with fork:
             torch.manual_seed(seed)
             yield
-
-    def image_grids(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, tuple[torch.Tensor, int]]:
-        """Named image batches in [0, 1] with their grid row length, for the picture callback. None by default."""
-        return {}

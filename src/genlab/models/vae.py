@@ -139,8 +139,8 @@ class VAE(GenerativeModel):
     # -- Lightning hooks --------------------------------------------------------------------------------------------
 
     def _terms_to_log(self, split: str, recon: torch.Tensor, kl: torch.Tensor) -> dict[str, torch.Tensor]:
-        elbo = recon + kl.sum(1)
-        values = {"elbo": elbo.mean(), "recon": recon.mean(), "kl": kl.sum(1).mean()}
+        kl_total = kl.sum(1)
+        values = {"elbo": (recon + kl_total).mean(), "recon": recon.mean(), "kl": kl_total.mean()}
         values["bpd"] = self.bits_per_dim(values["elbo"])
         return {f"{split}/{name}": value for name, value in values.items()}
 
@@ -189,10 +189,11 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def image_grids(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, tuple[torch.Tensor, int]]:
         x = batch[:32].to(self.device)
-        reconstructions = self.mean_image(self.decode(self.encode(x)[0]))
+        mu = self.encode(x)[0]
+        reconstructions = self.mean_image(self.decode(mu))
         pairs = min(8, len(x) // 2)
         steps = 10
-        z_from, z_to = self.encode(x[:pairs])[0], self.encode(x[pairs : 2 * pairs])[0]
+        z_from, z_to = mu[:pairs], mu[pairs : 2 * pairs]
         t = torch.linspace(0, 1, steps, device=self.device).view(1, steps, 1)
         path = (1 - t) * z_from.unsqueeze(1) + t * z_to.unsqueeze(1)
         return {

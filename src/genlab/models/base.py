@@ -15,8 +15,11 @@ OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimize
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
-def build_net(net: Callable[..., torch.nn.Module], data_kind: str, model: str, **sizes: Any) -> torch.nn.Module:
-    """Call the configured net factory, first checking that the net is made for this kind of data."""
+def build_net(
+    net: Callable[..., torch.nn.Module], data_kind: str, model: str, parts: tuple[str, ...] = (), **sizes: Any
+) -> torch.nn.Module:
+    """Call the configured net factory, checking that the net is made for this kind of data and has the `parts`
+    (e.g. encoder and decoder) the model drives."""
     target = getattr(net, "func", net)  # a functools.partial from `_partial_: true`
     net_kind = getattr(target, "data_kind", data_kind)
     if net_kind != data_kind:
@@ -24,7 +27,14 @@ def build_net(net: Callable[..., torch.nn.Module], data_kind: str, model: str, *
             f"the net {target.__name__} (model/net) is made for {net_kind} data, but {model} needs one for "
             f"{data_kind} data; pick another model/net"
         )
-    return net(**sizes)
+    built = net(**sizes)
+    missing = [part for part in parts if not hasattr(built, part)]
+    if missing:
+        raise ConfigError(
+            f"the net {target.__name__} (model/net) has no {' or '.join(missing)}, which {model} needs; "
+            f"pick a model/net made for {model}"
+        )
+    return built
 
 
 class GenerativeModel(pl.LightningModule):
@@ -48,8 +58,16 @@ class GenerativeModel(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
 
-    def log_training_step(self, loss: torch.Tensor, extra: Callable[[], dict[str, Any]]) -> None:
-        """Send `train/loss` and the `extra()` metrics to the loggers on the steps Lightning writes logs.
+    @property
+    def logging_this_step(self) -> bool:
+        """Whether this training step's values reach the loggers (every `trainer.log_every_n_steps` steps)."""
+        trainer = self.trainer
+        return bool(trainer.loggers) and (trainer._logger_connector.should_update_logs or bool(trainer.fast_dev_run))
+
+    def log_training_step(
+        self, loss: torch.Tensor, extra: Callable[[], dict[str, Any]], name: str = "train/loss"
+    ) -> None:
+        """Send the loss (as `name`) and the `extra()` metrics to the loggers on the steps Lightning writes logs.
 
         `self.log` costs about a millisecond per call on a CPU (it moves Lightning's whole result collection to the
         device each time): with six per-step metrics, a small model's epoch took 1.6x as long as a plain loop. So
@@ -58,28 +76,36 @@ class GenerativeModel(pl.LightningModule):
         not even computed on the other steps. The loss still reaches the progress bar every step when one is shown.
         """
         trainer = self.trainer
-        if trainer.loggers and (trainer._logger_connector.should_update_logs or trainer.fast_dev_run):
-            values = {"train/loss": loss, **extra()}
-            metrics = {name: float(torch.as_tensor(value).detach()) for name, value in values.items()}
+        if self.logging_this_step:
+            values = {name: loss, **extra()}
+            metrics = {key: float(torch.as_tensor(value).detach()) for key, value in values.items()}
             step = trainer.fit_loop.epoch_loop._batches_that_stepped
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)
         if trainer.progress_bar_callback is not None:
-            self.log("train/loss", loss, prog_bar=True, logger=False)
+            self.log(name, loss, prog_bar=True, logger=False)
 
     def optimizer_parameters(self) -> Iterable[torch.nn.Parameter] | list[dict[str, Any]]:
         """What the optimizer updates: all parameters, or parameter groups (e.g. weight decay on matrices only)."""
         return self.parameters()
 
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.optimizer_parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
+    def build_optimizer(
+        self,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None,
+        parameters: Iterable[torch.nn.Parameter] | list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """One optimizer (and its scheduler, if configured) in Lightning's `configure_optimizers` format."""
+        built = optimizer(parameters)
+        if scheduler is None:
+            return {"optimizer": built}
         return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+            "optimizer": built,
+            "lr_scheduler": {"scheduler": scheduler(built), "interval": self.scheduler_interval},
         }
+
+    def configure_optimizers(self) -> Any:
+        return self.build_optimizer(self.optimizer_factory, self.scheduler_factory, self.optimizer_parameters())
 
     @contextmanager
     def fixed_noise(self, seed: int) -> Iterator[None]:

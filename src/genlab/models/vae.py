@@ -76,7 +76,7 @@ class VAE(GenerativeModel):
         self.kl_warmup_steps = kl_warmup_steps
         self.free_bits = free_bits
         self.eval_iwae_k = eval_iwae_k
-        self.net = build_net(net, "image", "VAE", shape=spec.shape, latent_dim=latent_dim)
+        self.net = build_net(net, "image", "VAE", ("encoder", "decoder"), shape=spec.shape, latent_dim=latent_dim)
         if likelihood == "gaussian" and gaussian_scale == "learned":
             self.log_scale = nn.Parameter(torch.zeros(()))
         else:

@@ -1,0 +1,288 @@
+"""Generative adversarial network with Lightning 2.x manual optimization: `n_critic` discriminator steps per
+generator step, each with its own optimizer and scheduler, an EMA generator for evaluation, and the usual losses."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from genlab.data.spec import DataSpec
+from genlab.errors import check
+from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
+from genlab.models.gan_losses import LOSSES, discriminator_loss, generator_loss, gradient_penalty, r1_penalty
+
+
+def gradient_norm(parameters: Iterable[nn.Parameter]) -> torch.Tensor:
+    """The L2 norm of all gradients together (0 when none exist yet)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+
+
+def ema_with_warmup(decay: float) -> Callable[..., None]:
+    """EMA update with the decay ramped as min(decay, (1 + n) / (10 + n)) over the n updates so far.
+
+    Without the ramp a 0.999 average of a short run would still be mostly the random initial weights.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():  # integer buffers (batch norm's counters) are copied
+            torch._foreach_copy_(averaged, current)
+            return
+        weight = torch.clamp((1 + updates) / (10 + updates), max=decay)  # a tensor: no device sync
+        torch._foreach_mul_(averaged, weight)
+        torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - weight))
+
+    return update
+
+
+def slerp(start: torch.Tensor, end: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation (White, 2016): Gaussian latents keep their typical norm along the path.
+
+    start, end: (P, L); t: (S,). Returns (P, S, L).
+    """
+    cos = torch.nn.functional.cosine_similarity(start, end, dim=1).clamp(-1 + 1e-7, 1 - 1e-7)
+    angle = torch.acos(cos).view(-1, 1, 1)
+    t = t.view(1, -1, 1)
+    weight_start = torch.sin((1 - t) * angle) / torch.sin(angle)
+    weight_end = torch.sin(t * angle) / torch.sin(angle)
+    return weight_start * start.unsqueeze(1) + weight_end * end.unsqueeze(1)
+
+
+class GAN(GenerativeModel):
+    """Generator G and discriminator D from `net`, trained adversarially; judged by `val/fid` (lower is better).
+
+    Every training batch makes one D step; every `n_critic`-th batch also makes one G step (the WGAN recipe), so
+    an epoch of N batches makes N D steps and N / n_critic G steps. `trainer.global_step` counts both kinds
+    (Lightning counts every optimizer step), so `trainer.max_steps` does too.
+
+    Images are mapped to [-1, 1] for D and G (tanh outputs); `sample` returns [0, 1] like every image model. The
+    EMA copy of G (`ema_decay`, 0 = off) is what samples, pictures and FID use, and is saved in checkpoints.
+    Logged per logged step: `train/d_loss`, `train/g_loss`, `train/d_real` and `train/d_fake` (mean D score),
+    `train/d_grad_norm`, `train/g_grad_norm`, `train/gp` (the weighted penalty term); per evaluation split
+    `d_real` and `d_fake` (the sample-quality callback adds `fid`, `kid`).
+    """
+
+    judged_metric = "val/fid"
+    judged_mode = "min"
+    # Each of the two steps leaves the other network without gradients.
+    ddp_find_unused_parameters = True
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        net: Callable[..., nn.Module],
+        optimizer: OptimizerFactory,
+        discriminator_optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        discriminator_scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+        latent_dim: int = 64,
+        loss: str = "nonsaturating",
+        n_critic: int = 1,
+        gp_weight: float = 10.0,
+        r1_weight: float = 0.0,
+        ema_decay: float = 0.999,
+        gradient_clip_val: float | None = None,
+    ) -> None:
+        super().__init__(optimizer, scheduler, scheduler_interval)
+        spec.require_kind("image", "GAN")
+        check(loss in LOSSES, f"model.loss={loss!r} is not a GAN loss; choose one of {list(LOSSES)}")
+        check(n_critic >= 1, f"model.n_critic must be >= 1 (discriminator steps per generator step), got {n_critic}")
+        check(gp_weight >= 0, f"model.gp_weight must be >= 0, got {gp_weight}")
+        check(r1_weight >= 0, f"model.r1_weight must be >= 0 (0 = no R1 penalty), got {r1_weight}")
+        check(0 <= ema_decay < 1, f"model.ema_decay must be in [0, 1) (0 = no EMA), got {ema_decay}")
+        check(latent_dim > 0, f"model.latent_dim must be positive, got {latent_dim}")
+        check(
+            gradient_clip_val is None or gradient_clip_val > 0,
+            f"model.gradient_clip_val must be positive or null, got {gradient_clip_val}",
+        )
+        self.automatic_optimization = False
+        self.spec = spec
+        self.latent_dim = latent_dim
+        self.loss = loss
+        self.n_critic = n_critic
+        self.gp_weight = gp_weight
+        self.r1_weight = r1_weight
+        self.gradient_clip_val = gradient_clip_val
+        self.discriminator_optimizer_factory = discriminator_optimizer
+        self.discriminator_scheduler_factory = discriminator_scheduler
+        self.net = build_net(
+            net, "image", "GAN", ("generator", "discriminator"), shape=spec.shape, latent_dim=latent_dim
+        )
+        self.generator_ema = (
+            AveragedModel(self.net.generator, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
+            if ema_decay > 0
+            else None
+        )
+        if self.generator_ema is not None:
+            self.generator_ema.requires_grad_(False)  # updated by averaging, never by gradients (nor by DDP)
+        self.latest_generator_values: dict[str, Any] = {}
+        low, high = spec.value_range
+        self.register_buffer("data_low", torch.tensor(float(low)), persistent=False)
+        self.register_buffer("data_span", torch.tensor(float(high - low)), persistent=False)
+
+    # -- the model ------------------------------------------------------------------------------------------------
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.net.generator
+
+    @property
+    def discriminator(self) -> nn.Module:
+        return self.net.discriminator
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator that evaluation and pictures use: the EMA copy when there is one."""
+        return self.generator_ema.module if self.generator_ema is not None else self.generator
+
+    def to_model_range(self, images: torch.Tensor) -> torch.Tensor:
+        """Data values to the [-1, 1] of tanh outputs."""
+        return (images - self.data_low) / self.data_span * 2 - 1
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn((n, self.latent_dim), generator=generator).to(self.device)
+
+    def generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        """Images in [0, 1] from latents, by the sampling generator unless `net` is given."""
+        images = (net or self.sampling_generator)(z).float()
+        return ((images + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images in [0, 1] from the EMA generator; pass a seeded CPU generator for the same noise every time."""
+        return self.generate(self.noise(n, generator))
+
+    # -- training ---------------------------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        return [
+            self.build_optimizer(self.optimizer_factory, self.scheduler_factory, self.generator.parameters()),
+            self.build_optimizer(
+                self.discriminator_optimizer_factory,
+                self.discriminator_scheduler_factory,
+                self.discriminator.parameters(),
+            ),
+        ]
+
+    def _step(
+        self, optimizer: Any, loss: torch.Tensor, parameters: Callable[[], Iterable[nn.Parameter]], measure: bool
+    ) -> float:
+        """Backward, optional clipping and one step of `optimizer`; returns the (unclipped) gradient norm if `measure`.
+
+        Under 16-mixed the gradients are still multiplied by the loss scale here (Lightning unscales them inside
+        `optimizer.step`, and unscaling twice is an error), so the clip threshold is scaled and the norm unscaled.
+        """
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        scale = self.loss_scale()
+        norm = float(gradient_norm(parameters())) / scale if measure else math.nan  # before clipping
+        if self.gradient_clip_val is not None:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.gradient_clip_val * scale, gradient_clip_algorithm="norm"
+            )
+        optimizer.step()
+        return norm
+
+    def loss_scale(self) -> float:
+        """The GradScaler's current factor under 16-mixed on a GPU; 1 otherwise."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        g_optimizer, d_optimizer = self.optimizers()
+        real = self.to_model_range(batch[0])
+        n = len(real)
+        generator_steps = (batch_idx + 1) % self.n_critic == 0
+        # With one D step per G step, D's fakes are also G's (as in pytorch/examples' dcgan): one G forward less.
+        reuse_fake = generator_steps and self.n_critic == 1
+        with torch.set_grad_enabled(reuse_fake):
+            fake = self.generator(self.noise(n))
+
+        with self.toggled_optimizer(d_optimizer):
+            real_scores = self.discriminator(real)
+            fake_scores = self.discriminator(fake.detach())
+            d_loss = discriminator_loss(self.loss, real_scores, fake_scores)
+            penalty = torch.zeros((), device=self.device)
+            if self.loss == "wgan_gp" and self.gp_weight > 0:
+                penalty = penalty + self.gp_weight * gradient_penalty(self.discriminator, real, fake)
+            if self.r1_weight > 0:
+                penalty = penalty + self.r1_weight / 2 * r1_penalty(self.discriminator, real)
+            d_grad_norm = self._step(
+                d_optimizer, d_loss + penalty, self.discriminator.parameters, measure=self.logging_this_step
+            )
+
+        values: dict[str, Any] = {
+            "train/d_real": real_scores.detach().float().mean(),
+            "train/d_fake": fake_scores.detach().float().mean(),
+            "train/d_grad_norm": d_grad_norm,
+            "train/gp": penalty.detach(),
+        }
+        total = d_loss.detach()
+        if generator_steps:
+            with self.toggled_optimizer(g_optimizer):
+                if not reuse_fake:
+                    fake = self.generator(self.noise(n))
+                g_loss = generator_loss(self.loss, self.discriminator(fake))
+                # With n_critic > 1 a logged step may make no G step: log the latest G values on every logged step.
+                measure = self.logging_this_step or self.n_critic > 1
+                g_grad_norm = self._step(g_optimizer, g_loss, self.generator.parameters, measure=measure)
+            if self.generator_ema is not None:
+                self.generator_ema.update_parameters(self.generator)
+            if self.scheduler_interval == "step":
+                self._step_schedulers()
+            self.latest_generator_values = {"train/g_loss": g_loss.detach(), "train/g_grad_norm": g_grad_norm}
+            total = total + g_loss.detach()
+
+        self.log_training_step(d_loss.detach(), lambda: {**values, **self.latest_generator_values}, name="train/d_loss")
+        return total  # the sum of this step's losses: NaN in either stops the run (StopOnNonFiniteLoss)
+
+    def _step_schedulers(self) -> None:
+        """Manual optimization leaves schedulers to the model: both step together (per G step or per epoch)."""
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
+    def on_train_epoch_end(self) -> None:
+        if self.scheduler_interval == "epoch":
+            self._step_schedulers()
+
+    # -- evaluation -------------------------------------------------------------------------------------------------
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, split: str) -> None:
+        real = self.to_model_range(batch[0])
+        with self.fixed_noise(batch_idx):
+            fake = self.sampling_generator(self.noise(len(real)))
+        self.log_dict(
+            {
+                f"{split}/d_real": self.discriminator(real).float().mean(),
+                f"{split}/d_fake": self.discriminator(fake).float().mean(),
+            },
+            batch_size=len(real),
+            sync_dist=True,
+        )
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    # -- pictures ---------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def image_grids(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, tuple[torch.Tensor, int]]:
+        """Fixed-noise samples and spherical interpolations between latent points, all from the EMA generator."""
+        samples = self.sample(64, generator)
+        pairs, steps = 8, 10
+        z = self.noise(2 * pairs, generator)
+        path = slerp(z[:pairs], z[pairs:], torch.linspace(0, 1, steps, device=self.device))
+        return {"samples": (samples, 8), "interpolation": (self.generate(path.flatten(0, 1)), steps)}

@@ -24,3 +24,12 @@ def log_text(loggers: Iterable[Logger], name: str, text: str, step: int) -> None
             logger.experiment.add_text(name, f"```\n{text}\n```", global_step=step)
         elif isinstance(logger, WandbLogger):
             logger.log_text(key=name, columns=["step", "text"], data=[[step, text]], step=step)
+
+
+def log_histogram(loggers: Iterable[Logger], name: str, counts: torch.Tensor, step: int) -> None:
+    """Counts per integer bin 0..K-1 (e.g. predicted classes), shown as a histogram in TensorBoard."""
+    edges = torch.arange(len(counts) + 1, dtype=torch.float64) - 0.5
+    values = torch.repeat_interleave(torch.arange(len(counts), dtype=torch.float64), counts)
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_histogram(name, values, global_step=step, bins=edges.numpy())

@@ -15,9 +15,8 @@ from typing import Any
 from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.errors import user_error_of
-from genlab.runs import write_json_atomically
+from genlab.runs import MANIFEST_FILE, read_json, write_json_atomically
 
-MANIFEST_FILE = "manifest.json"
 PACKAGES = ("genlab", "torch", "pytorch-lightning", "hydra-core", "omegaconf", "torchmetrics")
 
 
@@ -71,6 +70,19 @@ class Manifest:
             "versions": _versions(),
             "device": _device(),
         }
+
+    @classmethod
+    def resumed(cls, run_dir: Path, seed: int, overrides: list[str]) -> Manifest:
+        """The manifest of a run continued with `resume=`: its first start as it was, this one added to `resumes`."""
+        manifest = cls(run_dir, seed, overrides)
+        previous = read_json(manifest.path)
+        if previous is not None:
+            now = manifest.content
+            resume = {key: now[key] for key in ("started_at", "command", "overrides", "git_commit", "git_dirty")}
+            resume["previous_status"] = previous.get("status")
+            manifest.content = {**previous, "status": "running", "error": None, "ended_at": None}
+            manifest.content["resumes"] = [*previous.get("resumes", []), resume]
+        return manifest
 
     @rank_zero_only
     def write(self, **updates: Any) -> None:

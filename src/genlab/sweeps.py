@@ -1,0 +1,175 @@
+"""Multirun support: a failed job does not end the sweep, DDP workers run their own job only, the sweep ends with a
+summary of which jobs failed and why, and TensorBoard's HPARAMS tab lines up each run's overrides with its metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from hydra.utils import get_class
+from omegaconf import DictConfig, read_write
+from rich.console import Console
+from rich.table import Table
+
+from genlab.errors import user_error_of
+from genlab.manifest import MANIFEST_FILE, Manifest
+from genlab.runs import METRICS_FILE, write_json_atomically
+
+log = logging.getLogger(__name__)
+SUMMARY_FILE = "sweep_summary.json"
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`key=value` overrides as {key: typed value} (`model=vae` -> {"model": "vae"}, `~key` -> {"key": None})."""
+    parsed: dict[str, Any] = {}
+    for override in OverridesParser.create().parse_overrides(overrides):
+        value = None if override.is_delete() else override.value()
+        scalar = value is None or isinstance(value, (int, float, str, bool))
+        parsed[override.key_or_group] = value if scalar else str(value)
+    return parsed
+
+
+def worst_value(cfg: DictConfig) -> float:
+    """The judged metric's worst value (inf when lower is better), which a sweeper reads as a failed trial."""
+    try:
+        mode = get_class(cfg.model._target_).judged_mode
+    except Exception:  # the model itself is what failed to load: any direction will do
+        mode = "min"
+    return math.inf if mode == "min" else -math.inf
+
+
+@contextmanager
+def ddp_workers_run_this_job() -> Iterator[None]:
+    """Make Lightning's DDP launcher start its worker processes on this job alone, in this job's folder.
+
+    Lightning restarts the script with `sys.argv` plus `hydra.run.dir=<hydra.run.dir>`: inside a sweep that is the
+    whole sweep command (`-m seed=1,2`), so each worker would start a sweep of its own in a new folder. The job's
+    own overrides and folder make each worker a single run that joins this job. Afterwards the process group and
+    the variables the launcher set (LOCAL_RANK, WORLD_SIZE, MASTER_PORT, ...) go, or the next job in this process
+    would take itself for a worker of the last one.
+    """
+    hydra_cfg = HydraConfig.get()
+    argv, environ = sys.argv, dict(os.environ)
+    sys.argv = [argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg.run):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key in set(os.environ) - set(environ):
+            del os.environ[key]
+        os.environ.update(environ)
+
+
+def run_sweep_job(cfg: DictConfig, manifest: Manifest, train: Callable[[DictConfig], float | None]) -> float:
+    """One job of a sweep: its failure is recorded and printed, and the worst value returned instead of raised,
+    so the launcher and sweeper (Optuna) go on with the other jobs. Ctrl-C still stops the sweep."""
+    worst = worst_value(cfg)
+    try:
+        with ddp_workers_run_this_job(), manifest.track():
+            value = train(cfg)
+    except Exception as exc:
+        job = HydraConfig.get().job.num
+        if user_error_of(exc) is None:  # a bug: keep its traceback in the job's log
+            log.exception("job %s failed", job)
+        print(f"genlab-train: job {job} failed ({cfg.paths.output_dir}): {manifest.content['error']}", file=sys.stderr)
+        return worst
+    return worst if value is None or math.isnan(value) else float(value)
+
+
+def log_hparams(loggers: list[Any], metrics: Mapping[str, float]) -> None:
+    """TensorBoard's HPARAMS tab: this run's overrides (what varies across a sweep) against its final metrics.
+
+    Written as the hparams summary only: the metric values are the scalars already logged under the same names
+    (the last one is the best checkpoint's), so nothing is added to the learning curves.
+    """
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from torch.utils.tensorboard.summary import hparams
+
+    params = parse_overrides(list(HydraConfig.get().overrides.task))
+    params = {key: "null" if value is None else value for key, value in params.items()}
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger) and params:
+            writer = logger.experiment._get_file_writer()
+            for summary in hparams(params, dict(metrics)):
+                writer.add_summary(summary)
+            writer.flush()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def job_record(job_dir: Path) -> dict[str, Any]:
+    """A job's status, error line, overrides and judged metric, from its manifest and metrics.json."""
+    manifest = read_json(job_dir / MANIFEST_FILE)
+    metrics = read_json(job_dir / METRICS_FILE)
+    judged = metrics.get("judged_metric")
+    return {
+        "job": job_dir.name,
+        "folder": str(job_dir),
+        "status": manifest.get("status", "missing manifest"),
+        "error": manifest.get("error"),
+        "overrides": manifest.get("overrides", []),
+        "judged_metric": judged,
+        "value": metrics.get(judged) if judged else None,
+    }
+
+
+def _job_order(path: Path) -> tuple[int, str]:
+    return (int(path.name), "") if path.name.isdigit() else (sys.maxsize, path.name)
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun: a table of every job (status, judged metric, error line), `sweep_summary.json`
+    in the sweep folder, and exit status 1 if any job failed (`fail_on_job_error: false` to keep 0)."""
+
+    def __init__(self, fail_on_job_error: bool = True) -> None:
+        self.fail_on_job_error = fail_on_job_error
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        job_dirs = sorted((p.parent for p in sweep_dir.glob(f"*/{MANIFEST_FILE}")), key=_job_order)
+        jobs = [job_record(d) for d in job_dirs]
+        failed = [job for job in jobs if job["status"] != "completed"]
+        write_json_atomically(
+            sweep_dir / SUMMARY_FILE,
+            {"sweep_dir": str(sweep_dir), "jobs": len(jobs), "failed": len(failed), "runs": jobs},
+        )
+        shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if jobs else set()
+        table = Table(title=f"sweep {sweep_dir}")
+        for column in ("job", "status", "overrides", "judged metric", "error"):
+            table.add_column(column, overflow="fold")
+        for job in jobs:
+            overrides = " ".join(o for o in job["overrides"] if o not in shared)  # what sets this job apart
+            value = "" if job["value"] is None else f"{job['judged_metric']} = {job['value']:.4f}"
+            style = None if job["status"] == "completed" else "red"
+            table.add_row(job["job"], job["status"], overrides, value, job["error"] or "", style=style)
+        console = Console(soft_wrap=True)
+        console.print(table)
+        console.print(f"{len(jobs) - len(failed)} of {len(jobs)} jobs completed; summary: {sweep_dir / SUMMARY_FILE}")
+        console.print(f"compare them: genlab-compare {sweep_dir}")
+        if failed and self.fail_on_job_error:
+            sys.exit(1)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,24 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 # The installed console script, as users run it.
 GENLAB_TRAIN = shutil.which("genlab-train") or str(Path(sys.executable).parent / "genlab-train")
+
+
+#: A Transformer LM small enough for a test: one 16-wide layer, windows of 16 tokens, batches of 4, 2 val batches.
+TINY_LM_NET = [
+    "model=transformer",
+    "model.net.n_layer=1",
+    "model.net.n_head=2",
+    "model.net.n_embd=16",
+    "data.block_size=16",
+    "data.batch_size=4",
+    "data.val_batches=2",
+]
+
+
+#: One cache folder for every run of this test session: derived data (the FID feature classifier, BPE vocabularies)
+#: is built once, not once per test. Tests of the caching itself use folders of their own.
+SHARED_CACHE = Path(tempfile.mkdtemp(prefix="genlab-test-cache-"))
+atexit.register(shutil.rmtree, SHARED_CACHE, ignore_errors=True)
 
 
 def data_dir() -> Path | None:
@@ -88,7 +108,7 @@ def run_dirs(log_dir: Path) -> list[Path]:
 
 def train_env(log_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_"))}
-    env.update(GENLAB_LOG_DIR=str(log_dir), GENLAB_CACHE_DIR=str(log_dir / "cache"), PYTHONWARNINGS="ignore")
+    env.update(GENLAB_LOG_DIR=str(log_dir), GENLAB_CACHE_DIR=str(SHARED_CACHE), PYTHONWARNINGS="ignore")
     if data_dir() is not None:
         env["GENLAB_DATA_DIR"] = str(data_dir())
     return env

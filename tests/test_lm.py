@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import require_data
+from conftest import TINY_LM_NET, require_data
 
 from genlab.data.text import PythonSourceDataModule, TextFileDataModule, TokenWindows
 from genlab.data.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, tokenizer_from_state
@@ -19,13 +19,7 @@ from genlab.nets.transformer import GPT
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 20
 
 TINY_LM = [
-    "model=transformer",
-    "model.net.n_layer=1",
-    "model.net.n_head=2",
-    "model.net.n_embd=16",
-    "data.block_size=16",
-    "data.batch_size=4",
-    "data.val_batches=2",
+    *TINY_LM_NET,
     "data.steps_per_epoch=5",
     "trainer.max_epochs=2",
     "trainer.limit_test_batches=2",

@@ -43,7 +43,7 @@ def test_default_job_leaves_a_complete_run_folder(genlab_train) -> None:
         assert math.isfinite(metrics[name]), name
     # metrics.json describes the best checkpoint: its val/elbo is the score the checkpoint was chosen by.
     state = torch.load(best, map_location="cpu", weights_only=False)
-    (checkpoint_state,) = [v for k, v in state["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    (checkpoint_state,) = [v for k, v in state["callbacks"].items() if k.startswith("ModelCheckpoint{'monitor': 'val")]
     assert metrics["val/elbo"] == pytest.approx(float(checkpoint_state["best_model_score"]), rel=1e-6)
     # The ELBO is recon + KL, and bits/dim is the same number in other units (8x8 digits: 64 dims).
     assert metrics["test/elbo"] == pytest.approx(metrics["test/recon"] + metrics["test/kl"], rel=1e-5)
@@ -64,7 +64,8 @@ def test_default_job_leaves_a_complete_run_folder(genlab_train) -> None:
 def test_help_and_cfg_job(genlab_train) -> None:
     run = genlab_train("--help").check()
     assert "genlab-train: train a generative model" in run.stdout
-    assert "model/net: conv, gpt, mlp" in run.stdout
+    assert "model/net: conv, dcgan, gpt, mlp, mlp_gan" in run.stdout
+    assert "model: gan, transformer, vae" in run.stdout
     run = genlab_train("--cfg", "job", "experiment=vae_mnist").check()
     assert "_target_: genlab.nets.conv.ConvEncoderDecoder" in run.stdout
     assert not run.new_dirs, "--cfg job must not create a run folder"

@@ -10,6 +10,8 @@ import os
 import secrets
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,10 +29,29 @@ def config_dir() -> Path:
 
 def _judged(field: str, *, _root_: DictConfig) -> str:
     """`${judged:metric}` / `${judged:mode}`: what the configured model declares it is judged by."""
-    if field not in ("metric", "mode"):
-        raise ValueError(f"${{judged:{field}}}: expected 'metric' or 'mode'")
+    if field not in ("metric", "mode", "direction"):
+        raise ValueError(f"${{judged:{field}}}: expected 'metric', 'mode' or 'direction'")
     model_class = get_class(_root_.model._target_)
+    if field == "direction":  # Optuna's word for the mode
+        return {"min": "minimize", "max": "maximize"}[model_class.judged_mode]
     return getattr(model_class, f"judged_{field}")
+
+
+def _sweep_name() -> str | None:
+    """`${sweep_name:}`: the sweep folder's name in a job of a multirun (W&B groups a sweep's runs by it), else null."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
+
+
+def _ddp_strategy(*, _root_: DictConfig) -> str:
+    """`${ddp_strategy:}`: DDP, with unused-parameter detection for models that need it.
+
+    A GAN's discriminator step leaves the generator without gradients (and the reverse), which plain DDP treats
+    as an error; models say so with `ddp_find_unused_parameters = True`.
+    """
+    model_class = get_class(_root_.model._target_)
+    return "ddp_find_unused_parameters_true" if getattr(model_class, "ddp_find_unused_parameters", False) else "ddp"
 
 
 def _wandb_offline() -> bool:
@@ -53,6 +74,12 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("run_suffix", lambda: secrets.token_hex(3), use_cache=True, replace=True)
     OmegaConf.register_new_resolver("judged", _judged, replace=True)
     OmegaConf.register_new_resolver("wandb_offline", _wandb_offline, replace=True)
+    # `${if_set:value,then,otherwise}`: `then` unless value is null (e.g. the run folder of `resume=`).
+    OmegaConf.register_new_resolver(
+        "if_set", lambda value, then, otherwise: otherwise if value is None else then, replace=True
+    )
+    OmegaConf.register_new_resolver("sweep_name", _sweep_name, replace=True)
+    OmegaConf.register_new_resolver("ddp_strategy", _ddp_strategy, replace=True)
 
 
 register_resolvers()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
+import sys
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,19 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_object, instantiate
+from hydra.utils import get_class, get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from genlab.callbacks.run_state import CheckpointOnInterrupt, LoadableCheckpoint, RandomState
+from genlab.checkpoints import AtomicCheckpointIO, check_checkpoint_file
 from genlab.config import config_dir
 from genlab.console import print_metrics
 from genlab.errors import ConfigError, check, exit_on_user_error
 from genlab.manifest import Manifest
-from genlab.runs import write_metrics
+from genlab.resume import check_resume_argument, resumed_config, use_one_wandb_run
+from genlab.runs import build_model, write_metrics
+from genlab.sweeps import in_multirun, log_hparams, run_sweep_job
 
 # Data lives in memory and is batched by index: worker processes would only add start-up time.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -52,16 +58,23 @@ def check_model_settings(cfg: DictConfig) -> None:
         check_settings(cfg.model.net, "model.net", injected=("shape", "latent_dim", "vocab_size", "block_size"))
 
 
-def check_checkpoint_file(path: Path) -> None:
-    """A missing or truncated checkpoint fails here, in one line, before any data or model is built.
-
-    torch.save writes a zip archive whose directory sits at the end, so a cut-off file is no longer a zip.
-    """
-    check(path.is_file(), f"ckpt_path={path} is not a file; give the path of a .ckpt file, or ckpt_path=last")
+def check_judged_metric_is_measured(cfg: DictConfig) -> None:
+    """A model judged by FID (the GAN) needs the sample-quality metrics on every validation epoch: checkpoints and
+    early stopping select by it."""
+    judged = get_class(cfg.model._target_).judged_metric
+    if not judged.endswith("/fid"):
+        return
+    enabled = bool(cfg.get("metrics")) and "_target_" in cfg.metrics
     check(
-        zipfile.is_zipfile(path),
-        f"ckpt_path={path} is not a readable checkpoint (truncated, or not written by torch.save); "
-        f"use another .ckpt, e.g. the run's checkpoints/last.ckpt",
+        enabled,
+        f"model={cfg.model._target_.rsplit('.', 1)[-1]} is judged by {judged}, which metrics=none turns off; "
+        f"keep metrics=sample_quality (make it cheaper with metrics.num_fake=...)",
+    )
+    every = cfg.metrics.get("every_n_epochs", 1)
+    check(
+        every == 1,
+        f"checkpoints select by {judged}, so it is needed every validation epoch; "
+        f"remove metrics.every_n_epochs={every}",
     )
 
 
@@ -70,6 +83,16 @@ def instantiate_each(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
     return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+
+
+def metric_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """The configured sample-quality metrics (`metrics=none` disables them), for training and genlab-eval."""
+    return [instantiate(cfg.metrics)] if cfg.get("metrics") and "_target_" in cfg.metrics else []
+
+
+def summaries_of(callbacks: list[pl.Callback]) -> dict[str, Any]:
+    """What callbacks record beside the numbers (e.g. the sample counts behind FID), under their own keys."""
+    return {k: v for c in callbacks if callable(getattr(c, "summary", None)) for k, v in c.summary().items()}
 
 
 def evaluate_best(
@@ -90,6 +113,7 @@ def evaluate_best(
 def train(cfg: DictConfig) -> float | None:
     """Run one training job; returns the judged metric (for sweepers)."""
     run_dir = Path(cfg.paths.output_dir)
+    check_judged_metric_is_measured(cfg)
     check_model_settings(cfg)  # before any data is read: text data reads and tokenizes its corpus for the spec
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path not in (None, "last"):
@@ -97,11 +121,14 @@ def train(cfg: DictConfig) -> float | None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
-    # The spec is passed after instantiation: Hydra would turn a dataclass argument into a config node.
-    model = instantiate(cfg.model, _partial_=True)(spec=datamodule.spec)
-    callbacks = instantiate_each(cfg.get("callbacks"))
+    model = build_model(cfg, datamodule.spec)
+    callbacks = instantiate_each(cfg.get("callbacks")) + metric_callbacks(cfg)
+    # What makes the run folder resumable and loadable, whatever the configured callbacks.
+    callbacks += [RandomState(), LoadableCheckpoint(), CheckpointOnInterrupt()]
     loggers = instantiate_each(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
 
     config = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
@@ -109,9 +136,10 @@ def train(cfg: DictConfig) -> float | None:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics, best = evaluate_best(trainer, model, datamodule, test=cfg.test)
+    summaries = summaries_of(callbacks)
     if trainer.is_global_zero:
         # The epoch and step of the evaluated checkpoint (validate/test restore weights, not the loop counters).
-        state = torch.load(best, map_location="cpu", weights_only=False) if best else {}
+        state = torch.load(best, map_location="cpu", weights_only=True) if best else {}
         write_metrics(
             run_dir,
             metrics,
@@ -120,16 +148,36 @@ def train(cfg: DictConfig) -> float | None:
             checkpoint=os.path.relpath(best, run_dir) if best else None,
             epoch=state.get("epoch", trainer.current_epoch),
             global_step=state.get("global_step", trainer.global_step),
+            **summaries,
         )
         print_metrics(metrics, model.judged_metric, run_dir)
+        log_hparams(trainer.loggers, metrics)
     return metrics.get(model.judged_metric)
 
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
-    manifest = Manifest(Path(cfg.paths.output_dir), cfg.seed, list(HydraConfig.get().overrides.task))
-    with exit_on_user_error("genlab-train"), manifest.track():
-        return train(cfg)
+def run(cfg: DictConfig) -> float | None:
+    overrides = list(HydraConfig.get().overrides.task)
+    if cfg.get("resume"):
+        with exit_on_user_error("genlab-train"):
+            cfg = resumed_config(cfg.resume, overrides)
+        manifest = Manifest.resumed(Path(cfg.paths.output_dir), cfg.seed, overrides)
+    else:
+        manifest = Manifest(Path(cfg.paths.output_dir), cfg.seed, overrides)
+    use_one_wandb_run(cfg, manifest)
+    if in_multirun():  # a failed job is recorded and scored as the worst value; the sweep goes on
+        return run_sweep_job(cfg, manifest, train)
+    try:
+        with exit_on_user_error("genlab-train"), manifest.track():
+            return train(cfg)
+    except SIGTERMException:  # Lightning stops gracefully on SIGTERM (after saving, see CheckpointOnInterrupt)
+        sys.exit(128 + signal.SIGTERM)  # and would exit with status 0
+
+
+def main() -> None:
+    """The `genlab-train` console script."""
+    check_resume_argument(sys.argv[1:])
+    run()
 
 
 if __name__ == "__main__":

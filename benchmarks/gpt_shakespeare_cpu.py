@@ -31,7 +31,6 @@ import time
 from typing import Any
 
 import harness
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
@@ -40,7 +39,7 @@ from genlab.data.text import ShakespeareDataModule
 from genlab.models.lm import TransformerLM
 from genlab.models.schedules import warmup_cosine
 from genlab.nets.transformer import GPT
-from genlab.train import build_model
+from genlab.runs import build_model
 
 RATIO_TARGET = 1.10
 VAL_LOSS_TARGET = 1.89
@@ -110,29 +109,6 @@ class PlainLoop:
         return total / count
 
 
-class TrainStepTimer(pl.Callback):
-    """Wall time of each training iteration, end of one batch to end of the next (data loading, hooks, optimizer
-    and scheduler steps included); the clock restarts at each epoch start, so validation is left out. With `then`
-    set, `chunk` plain steps run after every `chunk` timed genlab steps, outside the clock."""
-
-    def __init__(self, then: PlainLoop | None = None, chunk: int = 25) -> None:
-        self.then = then
-        self.chunk = chunk
-        self.step_seconds: list[float] = []
-        self._last = 0.0
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._last = time.perf_counter()
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self.step_seconds.append(time.perf_counter() - self._last)
-        if self.then is not None and len(self.step_seconds) % self.chunk == 0:
-            self.then.steps(self.chunk)
-        self._last = time.perf_counter()
-
-
 def warm_up(net: GPT, tokens: torch.Tensor, cfg: DictConfig, steps: int = 20) -> None:
     """Untimed steps on a throwaway copy, so neither contender pays first-use costs (allocator, kernels)."""
     PlainLoop(copy.deepcopy(net), tokens, cfg, seed=12345).steps(steps)
@@ -165,7 +141,7 @@ def run(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict[s
         plain = PlainLoop(copy.deepcopy(model.net), train_tokens, cfg, cfg.seed)
         warm_up(plain.net, train_tokens, cfg)
 
-        timer = TrainStepTimer(then=plain if schedule == "interleaved" else None, chunk=chunk)
+        timer = harness.TrainStepTimer(then=plain.steps if schedule == "interleaved" else None, chunk=chunk)
         trainer = harness.build_trainer(cfg, timer)
         trainer.fit(model, datamodule=datamodule)
         genlab_val = float(trainer.validate(model, datamodule=datamodule, verbose=False)[0]["val/loss"])
@@ -174,42 +150,30 @@ def run(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict[s
         plain_val = plain.validate(datamodule.val_dataloader())
 
     genlab, baseline = summary(timer.step_seconds, genlab_val), summary(plain.step_seconds, plain_val)
-    return {
-        "steps": steps,
-        "seed": seed,
-        "schedule": schedule,
-        "chunk": chunk,
-        "logger": logger,
-        "torch_threads": torch.get_num_threads(),
-        "train_tokens": len(train_tokens),
-        "parameters": model.net.num_parameters(),
-        "callbacks": harness.callback_names(trainer, timer),
-        "genlab": genlab,
-        "plain": baseline,
-        **MILLISECONDS.ratios(genlab, baseline),
-        "val_loss_gap": genlab_val - plain_val,
-        "wall_seconds": time.perf_counter() - wall_start,
-    }
+    return harness.comparison(
+        MILLISECONDS,
+        genlab,
+        baseline,
+        trainer,
+        timer,
+        steps=steps,
+        seed=seed,
+        schedule=schedule,
+        chunk=chunk,
+        logger=logger,
+        train_tokens=len(train_tokens),
+        parameters=model.net.num_parameters(),
+        val_loss_gap=genlab_val - plain_val,
+        wall_seconds=time.perf_counter() - wall_start,
+    )
 
 
 def report(numbers: dict[str, Any]) -> None:
-    chunks = f" (chunks of {numbers['chunk']})" if numbers["schedule"] == "interleaved" else ""
-    title = f"GPT on tiny Shakespeare: {numbers['steps']} steps, {numbers['schedule']}{chunks}"
-    cells = {
-        name: [f"{numbers[name]['train_seconds']:.1f}", f"{numbers[name]['val_loss']:.4f}"]
-        for name in harness.CONTENDERS
-    }
-    cells["genlab/plain"] = [
-        f"{numbers['genlab']['train_seconds'] / numbers['plain']['train_seconds']:.3f}",
-        f"{numbers['val_loss_gap']:+.4f}",
-    ]
-    harness.report(
+    harness.report_steps(
         numbers,
         MILLISECONDS,
-        title=title,
-        columns=["train s", "val loss"],
-        cells=cells,
-        timer="step timer",
+        f"GPT on tiny Shakespeare: {numbers['steps']} steps",
+        ("val loss", "val_loss", "val_loss_gap", 4),
         notes=[f"total wall time: {numbers['wall_seconds']:.1f} s, torch threads: {numbers['torch_threads']}"],
         ratio_target=RATIO_TARGET,
         checks=[
@@ -222,8 +186,7 @@ def report(numbers: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    chunk = {"type": int, "default": 25, "help": "steps per turn when interleaved"}
-    args = harness.parse_args(__doc__, "--steps", 2000, argv, extra={"--chunk": chunk})
+    args = harness.parse_args(__doc__, "--steps", 2000, argv, extra=harness.CHUNK_OPTION)
     harness.execute(args, lambda: run(args.steps, args.seed, args.logger, args.schedule, args.chunk), report)
 
 

@@ -1,6 +1,6 @@
 """What the genlab-versus-plain-PyTorch benchmarks share: genlab's composed config minus non-training callbacks, the
-Lightning trainer around a timing callback, timing statistics and their ratios, the rich table and verdicts, the
-common command-line options and the JSON output.
+Lightning trainer around a timing callback (the per-step one is here), timing statistics and their ratios, the rich
+table and verdicts, the common command-line options and the JSON output.
 
 The benchmarks are run as `python benchmarks/<name>.py` from the repository root, so this folder is on sys.path and
 they import this module as `harness`.
@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +41,8 @@ STATS = ("mean", "median", "min")
 #: The ratio row of the table, in the order of STATS; "ratio" is the median's.
 RATIO_KEYS = ("ratio_mean", "ratio", "ratio_min")
 CONTENDERS = ("genlab", "plain")
+#: parse_args' `extra` for benchmarks that interleave in chunks of steps (see TrainStepTimer).
+CHUNK_OPTION = {"--chunk": {"type": int, "default": 25, "help": "steps per turn when interleaved"}}
 
 
 def compose_config(overrides: Sequence[str], seed: int, output_dir: Path, logger: str) -> DictConfig:
@@ -88,6 +92,30 @@ def build_trainer(cfg: DictConfig, timer: pl.Callback) -> pl.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
+class TrainStepTimer(pl.Callback):
+    """Wall time of each training iteration, end of one batch to end of the next (data loading, hooks, optimizer
+    and scheduler steps included); the clock restarts at each epoch start, so validation is left out. With `then`
+    set (the plain loop's `steps(n)`), `chunk` plain steps run after every `chunk` timed genlab steps, outside the
+    clock."""
+
+    def __init__(self, then: Callable[[int], None] | None = None, chunk: int = 25) -> None:
+        self.then = then
+        self.chunk = chunk
+        self.step_seconds: list[float] = []
+        self._last = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.step_seconds.append(time.perf_counter() - self._last)
+        if self.then is not None and len(self.step_seconds) % self.chunk == 0:
+            self.then(self.chunk)
+        self._last = time.perf_counter()
+
+
 def callback_names(trainer: pl.Trainer, timer: pl.Callback) -> list[str]:
     """Class names of the trainer's callbacks other than `timer`."""
     return [type(callback).__name__ for callback in trainer.callbacks if callback is not timer]
@@ -119,6 +147,49 @@ class Unit:
         }
 
 
+def console() -> Console:
+    """Rich's console, 120 columns wide when the output is not a terminal (rich would cut tables to 80)."""
+    return Console(width=None if sys.stdout.isatty() else 120)
+
+
+def comparison(
+    unit: Unit, genlab: dict[str, Any], plain: dict[str, Any], trainer: pl.Trainer, timer: pl.Callback, **fields: Any
+) -> dict[str, Any]:
+    """What every benchmark reports: its own `fields` (length, seed, schedule, sizes...), the thread count, genlab's
+    callbacks, both contenders' numbers and their ratios."""
+    return {
+        **fields,
+        "torch_threads": torch.get_num_threads(),
+        "callbacks": callback_names(trainer, timer),
+        "genlab": genlab,
+        "plain": plain,
+        **unit.ratios(genlab, plain),
+    }
+
+
+def report_steps(
+    numbers: dict[str, Any], unit: Unit, title: str, result: tuple[str, str, str, int], **options: Any
+) -> None:
+    """`report` for the step-timed benchmarks: total training seconds and one result column, `result` being
+    (column label, key in each contender's numbers, key of the genlab - plain gap, digits)."""
+    label, key, gap_key, digits = result
+    chunks = f" (chunks of {numbers['chunk']})" if numbers["schedule"] == "interleaved" else ""
+    cells = {name: [f"{numbers[name]['train_seconds']:.1f}", f"{numbers[name][key]:.{digits}f}"] for name in CONTENDERS}
+    cells["genlab/plain"] = [
+        f"{numbers['genlab']['train_seconds'] / numbers['plain']['train_seconds']:.3f}",
+        f"{numbers[gap_key]:+.{digits}f}",
+    ]
+    report(
+        numbers,
+        unit,
+        title=f"{title}, {numbers['schedule']}{chunks}",
+        columns=["train s", label],
+        cells=cells,
+        timer="step timer",
+        **options,
+    )
+
+
 def verdict(ok: bool) -> str:
     return "ok" if ok else "ABOVE TARGET"
 
@@ -145,17 +216,17 @@ def report(
         row = numbers[name]
         table.add_row(name, *(f"{row[f'{stat}_{unit.key}']:.{unit.digits}f}" for stat in STATS), *cells[name])
     table.add_row("genlab/plain", *(f"{numbers[key]:.3f}" for key in RATIO_KEYS), *cells["genlab/plain"])
-    console = Console()
-    console.print(table)
-    console.print(f"genlab callbacks (besides the {timer}): {', '.join(numbers['callbacks']) or 'none'}")
+    out = console()
+    out.print(table)
+    out.print(f"genlab callbacks (besides the {timer}): {', '.join(numbers['callbacks']) or 'none'}")
     for note in notes:
-        console.print(note)
+        out.print(note)
     for name in CONTENDERS:
         if numbers[name][f"mean_{unit.key}"] > 1.2 * numbers[name][f"median_{unit.key}"]:
-            console.print(f"[yellow]{name}: mean > 1.2 x median, so other processes were probably using the CPU")
-    console.print(f"ratio (median) target <= {ratio_target}: {verdict(numbers['ratio'] <= ratio_target)}")
+            out.print(f"[yellow]{name}: mean > 1.2 x median, so other processes were probably using the CPU")
+    out.print(f"ratio (median) target <= {ratio_target}: {verdict(numbers['ratio'] <= ratio_target)}")
     for what, ok in checks:
-        console.print(f"{what}: {verdict(ok)}")
+        out.print(f"{what}: {verdict(ok)}")
 
 
 def parse_args(

@@ -170,20 +170,20 @@ def run(epochs: int, seed: int, logger: str, schedule: str) -> dict[str, Any]:
         plain_test = plain.test(test_images)
 
     genlab, baseline = summary(timer.epoch_seconds, genlab_test), summary(plain.epoch_seconds, plain_test)
-    return {
-        "epochs": epochs,
-        "seed": seed,
-        "schedule": schedule,
-        "logger": logger,
-        "torch_threads": torch.get_num_threads(),
-        "train_images": len(train_images),
-        "batch_size": int(cfg.data.batch_size),
-        "callbacks": harness.callback_names(trainer, timer),
-        "genlab": genlab,
-        "plain": baseline,
-        **SECONDS.ratios(genlab, baseline),
-        "test_loss_gap": genlab_test - plain_test,
-    }
+    return harness.comparison(
+        SECONDS,
+        genlab,
+        baseline,
+        trainer,
+        timer,
+        epochs=epochs,
+        seed=seed,
+        schedule=schedule,
+        logger=logger,
+        train_images=len(train_images),
+        batch_size=int(cfg.data.batch_size),
+        test_loss_gap=genlab_test - plain_test,
+    )
 
 
 def report(numbers: dict[str, Any]) -> None:

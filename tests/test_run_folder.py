@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -45,6 +46,22 @@ LM = [
     "trainer.limit_test_batches=2",
     "trainer.accelerator=cpu",
     *QUIET,
+]
+
+# The GAN with its judged val/fid on small sample sets; two batches per epoch, deterministic.
+GAN = [
+    "model=gan",
+    "model/net=mlp_gan",
+    "model.net.hidden_dims=[32]",
+    "trainer.accelerator=cpu",
+    "trainer.deterministic=true",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "metrics.num_real=64",
+    "metrics.num_fake=64",
+    "callbacks.samples.every_n_epochs=1000",
+    *QUIET[:2],
 ]
 
 
@@ -122,6 +139,11 @@ def lm_run(folder: Folder) -> Path:
     return folder.train("lm", *LM, "data=python_source", "data.max_chars=20000")
 
 
+@pytest.fixture(scope="module")
+def gan_run(folder: Folder) -> Path:
+    return folder.train("gan", *GAN, "trainer.max_epochs=4")
+
+
 # -- resume -----------------------------------------------------------------------------------------------------------
 
 
@@ -141,6 +163,19 @@ def test_resume_continues_in_place_and_ends_where_an_unbroken_run_ends(folder: F
     assert record["resumes"][0]["overrides"] == [f"resume={part}", "trainer.max_epochs=12"]
     writers = {p.name.split(".")[-2] for p in (part / "tensorboard").glob("events.out.tfevents.*")}
     assert len(writers) == 2, "TensorBoard did not go on writing into the run's own folder"
+
+
+def test_a_resumed_gan_ends_where_an_unbroken_one_ends(folder: Folder, gan_run: Path) -> None:
+    """Both optimizers, both schedulers' states, the EMA generator and the step counter come back."""
+    part = folder.train("gan_part", *GAN, "trainer.max_epochs=2")
+    folder.command(GENLAB_TRAIN, f"resume={part}", "trainer.max_epochs=4")
+
+    assert numbers(metrics(part)) == numbers(metrics(gan_run))
+    assert math.isfinite(metrics(part)["val/fid"]) and metrics(part)["global_step"] == metrics(gan_run)["global_step"]
+    resumed = torch.load(part / "checkpoints" / "last.ckpt", weights_only=True)
+    unbroken = torch.load(gan_run / "checkpoints" / "last.ckpt", weights_only=True)
+    for name, value in unbroken["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], value), name
 
 
 @pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
@@ -174,7 +209,7 @@ def test_killed_run_resumes_to_the_same_metrics(folder: Folder, vae_run: Path, k
 # -- evaluate ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("run_fixture", ["vae_run", "lm_run"])
+@pytest.mark.parametrize("run_fixture", ["vae_run", "gan_run", "lm_run"])
 def test_eval_reproduces_the_run_metrics(folder: Folder, run_fixture: str, request) -> None:
     run_dir = request.getfixturevalue(run_fixture)
     process = folder.command(GENLAB_EVAL, f"run={run_dir}")
@@ -210,6 +245,16 @@ def test_sample_writes_image_grids_and_the_same_seed_the_same_bytes(folder: Fold
     from PIL import Image
 
     assert Image.open(default / "samples.png").size == (4 * 10 + 2, 4 * 10 + 2)  # 4 x 4 images of 8 x 8, padding 2
+
+
+def test_sample_draws_from_the_gans_ema_generator(folder: Folder, gan_run: Path) -> None:
+    folder.command(GENLAB_SAMPLE, f"run={gan_run}", "n=16", "seed=3")
+    folder.command(GENLAB_SAMPLE, f"run={gan_run}", "n=16", "seed=3", "out=gan_again")
+
+    default, again = gan_run / "generated", folder.root / "gan_again"
+    assert {p.name for p in default.iterdir()} == {"samples.png", "interpolation.png"}
+    for name in ("samples.png", "interpolation.png"):
+        assert (default / name).read_bytes() == (again / name).read_bytes(), name
 
 
 def test_sample_writes_text_without_the_corpus(folder: Folder) -> None:

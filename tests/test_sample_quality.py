@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -172,3 +173,19 @@ def test_inception_without_weights_stops_the_run(genlab_train) -> None:
     assert "Traceback" not in run.stderr
     (line,) = [line for line in run.stderr.splitlines() if "error:" in line]
     assert line.startswith("genlab-train: error: metrics.features=inception needs weights")
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["trained", "cached"])
+def test_setting_up_leaves_the_training_random_stream_alone(digits, tmp_path, cached: bool) -> None:
+    """Whether the classifier is trained or read from the cache, training draws the same random numbers after."""
+    cache = tmp_path / "cache"
+    if cached:
+        load_or_train(digits.spec, digits.splits["train"], digits.splits["test"], cache)
+    trainer = SimpleNamespace(
+        datamodule=digits, is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda value, src=0: value)
+    )
+    module = SimpleNamespace(spec=digits.spec, sample=lambda n, generator=None: None)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    SampleQuality(cache_dir=str(cache)).setup(trainer, module, "fit")
+    assert torch.equal(torch.get_rng_state(), before)

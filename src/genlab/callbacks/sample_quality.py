@@ -91,7 +91,10 @@ class SampleQuality(pl.Callback):
         if self.features == "classifier":
             require_labels(spec)
         if spec.num_classes is not None:
-            self._load_classifier(trainer, spec)
+            # Building nets draws initial weights: keep that off the training random stream, so a run does not
+            # depend on whether the classifier was cached (nor does a resumed run).
+            with torch.random.fork_rng(devices=[]):
+                self._load_classifier(trainer, spec)
         dim = self.inception.num_features if self.inception is not None else self.classifier.num_features
         with warnings.catch_warnings():  # that KID keeps its features in memory: a few MB here
             warnings.simplefilter("ignore", UserWarning)

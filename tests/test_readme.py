@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import signal
 import subprocess
 from pathlib import Path
 
@@ -17,7 +19,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def readme_commands() -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
-    lines = [line.split("#", 1)[0].strip() for block in blocks for line in block.splitlines()]
+    lines = [line.split("#", 1)[0].strip() for block in blocks for line in block.replace("\\\n", " ").splitlines()]
     return [line for line in lines if line.startswith("genlab-train")]
 
 
@@ -48,10 +50,22 @@ def test_the_run_folder_walkthrough_runs_as_written(tmp_path: Path) -> None:
     """The README's resume / eval / sample / load_run block, executed line by line in a fresh folder."""
     (block,) = [b for b in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S) if "resume=$RUN" in b]
     env = {k: v for k, v in train_env(tmp_path / "unused").items() if k != "GENLAB_LOG_DIR"}  # README's outputs/
-    process = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    # A session of its own, so that a timeout stops the commands the shell started, not only the shell.
+    process = subprocess.Popen(
+        ["bash", "-euo", "pipefail", "-c", block],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    assert process.returncode == 0, f"{process.stdout[-2000:]}\n{process.stderr[-3000:]}"
+    try:
+        stdout, stderr = process.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    assert process.returncode == 0, f"{stdout[-2000:]}\n{stderr[-3000:]}"
     (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
     assert json.loads((run / "manifest.json").read_text())["status"] == "completed"
     assert (run / "eval.json").is_file()

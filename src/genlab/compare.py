@@ -21,7 +21,7 @@ from rich.table import Table
 from genlab.errors import DataError, exit_on_user_error
 from genlab.manifest import MANIFEST_FILE
 from genlab.runs import METRICS_FILE
-from genlab.sweeps import parse_overrides, read_json
+from genlab.sweeps import parse_overrides, read_json_or_empty
 
 # Not what a configuration is: the seed is what runs of one configuration differ by; folders differ in every run.
 IGNORED_KEYS = {"seed", "resume", "hydra", "paths"}
@@ -68,8 +68,8 @@ class Run:
         overrides = parse_overrides(hydra.get("overrides", {}).get("task", []))
         config.update(choices)
         config.update(overrides)
-        manifest = read_json(path / MANIFEST_FILE)
-        content = read_json(path / METRICS_FILE)
+        manifest = read_json_or_empty(path / MANIFEST_FILE)
+        content = read_json_or_empty(path / METRICS_FILE)
         status = manifest.get("status", "unknown")
         if status == "completed" and not content:
             status = "no metrics.json"

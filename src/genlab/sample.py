@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 from rich.console import Console
-from torchvision.utils import make_grid, save_image
 
+from genlab.callbacks.media import save_grid
 from genlab.commands import run_command
 from genlab.errors import ConfigError, check
 from genlab.runs import Run, load_run
@@ -29,7 +29,7 @@ def write_images(run: Run, n: int, seed: int, out: Path) -> list[Path]:
     written = []
     for name, (images, nrow) in grids.items():
         path = out / f"{name}.png"
-        save_image(make_grid(images.float().cpu(), nrow=nrow, padding=2, pad_value=1.0), path)
+        save_grid(images, nrow, path)
         written.append(path)
     return written
 

@@ -3,7 +3,6 @@ summary of which jobs failed and why, and TensorBoard's HPARAMS tab lines up eac
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -25,7 +24,7 @@ from rich.table import Table
 
 from genlab.errors import user_error_of
 from genlab.manifest import MANIFEST_FILE, Manifest
-from genlab.runs import METRICS_FILE, write_json_atomically
+from genlab.runs import METRICS_FILE, read_json, write_json_atomically
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "sweep_summary.json"
@@ -115,17 +114,18 @@ def log_hparams(loggers: list[Any], metrics: Mapping[str, float]) -> None:
             writer.flush()
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json_or_empty(path: Path) -> dict[str, Any]:
+    """A run folder's JSON file, or {} when it is missing or half-written (a job of the sweep may still run)."""
     try:
-        return json.loads(path.read_text())
+        return read_json(path) or {}
     except (OSError, ValueError):
         return {}
 
 
 def job_record(job_dir: Path) -> dict[str, Any]:
     """A job's status, error line, overrides and judged metric, from its manifest and metrics.json."""
-    manifest = read_json(job_dir / MANIFEST_FILE)
-    metrics = read_json(job_dir / METRICS_FILE)
+    manifest = read_json_or_empty(job_dir / MANIFEST_FILE)
+    metrics = read_json_or_empty(job_dir / METRICS_FILE)
     judged = metrics.get("judged_metric")
     return {
         "job": job_dir.name,

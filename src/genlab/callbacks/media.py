@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
+from torchvision.utils import make_grid, save_image
+
+
+def save_grid(images: torch.Tensor, nrow: int, path: Path) -> torch.Tensor:
+    """Tile images in [0, 1] into one picture (white 2-px gaps), write it as a PNG and return it for the loggers.
+
+    One layout for the pictures written during training and for genlab-sample's.
+    """
+    grid = make_grid(images.float().cpu(), nrow=nrow, padding=2, pad_value=1.0)
+    save_image(grid, path)
+    return grid
 
 
 def log_image(loggers: Iterable[Logger], name: str, grid: torch.Tensor, step: int) -> None:

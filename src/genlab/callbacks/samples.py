@@ -7,9 +7,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
-from torchvision.utils import make_grid, save_image
 
-from genlab.callbacks.media import log_image, log_text
+from genlab.callbacks.media import log_image, log_text, save_grid
 
 
 class SampleWriter(pl.Callback):
@@ -56,8 +55,7 @@ class SampleWriter(pl.Callback):
 
     def _write_images(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
         for name, (images, nrow) in pl_module.image_grids(self.batch, torch.Generator().manual_seed(self.seed)).items():
-            grid = make_grid(images.float().cpu(), nrow=nrow, padding=2, pad_value=1.0)
-            save_image(grid, self.dirpath / f"{prefix}{name}.png")
+            grid = save_grid(images, nrow, self.dirpath / f"{prefix}{name}.png")
             log_image(trainer.loggers, f"samples/{name}", grid, trainer.global_step)
 
     def _write_texts(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:

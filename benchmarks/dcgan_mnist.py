@@ -185,7 +185,7 @@ def summary(step_seconds: list[float], losses: list[torch.Tensor]) -> dict[str, 
 def speed(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict[str, Any]:
     datamodule: ImageDataModule
     with harness.genlab_setup(overrides(steps), seed, logger) as (cfg, datamodule):
-        # genlab's own code path, as in genlab.train.train.
+        # genlab's own code path, as in genlab.training.train.
         model: GAN = build_model(cfg, datamodule.spec)
 
         # The plain loop starts from the very same weights and reads the very same images.

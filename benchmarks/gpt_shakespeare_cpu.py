@@ -132,7 +132,7 @@ def run(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict[s
         # max_steps ends the run; enough epochs that max_epochs never ends it first (more than 2000 steps).
         cfg.trainer.max_epochs = max(int(cfg.trainer.max_epochs), math.ceil(steps / int(cfg.data.steps_per_epoch)))
 
-        # genlab's own code path, as in genlab.train.train.
+        # genlab's own code path, as in genlab.training.train.
         model: TransformerLM = build_model(cfg, datamodule.spec)
 
         # The plain loop starts from the very same weights and reads the very same tokens.

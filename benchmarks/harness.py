@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genlab.config import config_dir
-from genlab.train import instantiate_each
+from genlab.training import instantiate_each
 
 #: Callbacks that do no training work (progress display, checkpoints, pictures and text samples): left out of the
 #: timed run (with trainer.enable_checkpointing=false, so Lightning adds no default checkpoint either).
@@ -78,7 +78,7 @@ def compose_config(overrides: Sequence[str], seed: int, output_dir: Path, logger
 @contextmanager
 def genlab_setup(overrides: Sequence[str], seed: int, logger: str) -> Iterator[tuple[DictConfig, Any]]:
     """The composed config (see compose_config), with a temporary output folder that lasts as long as the context,
-    and genlab's own first steps, as in genlab.train.train: seed everything, instantiate the datamodule."""
+    and genlab's own first steps, as in genlab.training.train: seed everything, instantiate the datamodule."""
     with tempfile.TemporaryDirectory(prefix="genlab-bench-") as tmp:
         cfg = compose_config(overrides, seed, Path(tmp), logger)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -149,7 +149,7 @@ def summary(epoch_seconds: list[float], test_loss: float) -> dict[str, Any]:
 def run(epochs: int, seed: int, logger: str, schedule: str) -> dict[str, Any]:
     datamodule: ImageDataModule
     with harness.genlab_setup(overrides(epochs), seed, logger) as (cfg, datamodule):
-        # genlab's own code path, as in genlab.train.train.
+        # genlab's own code path, as in genlab.training.train.
         model: VAE = instantiate(cfg.model, _partial_=True)(spec=datamodule.spec)
 
         # The plain loop starts from the very same weights and reads the very same tensors.

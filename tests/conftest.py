@@ -1,4 +1,5 @@
-"""Shared helpers: compose configs in-process, run the real `genlab-train` entrypoint as a subprocess."""
+"""Shared helpers: compose configs, call the real entrypoints in this process (or as processes where that is the
+point), the real datasets, one cache folder for the session."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import atexit
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,14 +15,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from inprocess import Result, call_entrypoint, run_console_script
 from omegaconf import DictConfig, open_dict
 
 from genlab.config import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-# The installed console script, as users run it.
-GENLAB_TRAIN = shutil.which("genlab-train") or str(Path(sys.executable).parent / "genlab-train")
 
 
 #: A Transformer LM small enough for a test: one 16-wide layer, windows of 16 tokens, batches of 4, 2 val batches.
@@ -80,12 +78,12 @@ def compose_config(tmp_path: Path) -> Iterator:
 
 
 class Run:
-    """The result of one `genlab-train` subprocess and the run folders it created."""
+    """The result of one `genlab-train` call and the run folders it created."""
 
-    def __init__(self, process: subprocess.CompletedProcess, log_dir: Path, before: set[Path]) -> None:
-        self.returncode = process.returncode
-        self.stdout = process.stdout
-        self.stderr = process.stderr
+    def __init__(self, result: Result, log_dir: Path, before: set[Path]) -> None:
+        self.returncode = result.returncode
+        self.stdout = result.stdout
+        self.stderr = result.stderr
         self.new_dirs = sorted(set(run_dirs(log_dir)) - before)
 
     @property
@@ -116,20 +114,27 @@ def train_env(log_dir: Path) -> dict[str, str]:
 
 @pytest.fixture
 def genlab_train(tmp_path: Path):
-    """genlab_train(*overrides, env=None, timeout=...) runs the installed console script in a scratch folder."""
+    """genlab_train(*overrides, env=None) calls the `genlab-train` entrypoint in this process, in a scratch folder.
+
+    `genlab_train.process(*overrides, timeout=...)` runs the installed console script instead, for tests where the
+    process itself is the point.
+    """
     log_dir = tmp_path / "outputs"
 
-    def _run(*overrides: str, env: dict[str, str] | None = None, timeout: float = 300) -> Run:
+    def _run(*overrides: str, env: dict[str, str] | None = None) -> Run:
         before = set(run_dirs(log_dir))
-        process = subprocess.run(
-            [GENLAB_TRAIN, *overrides],
-            cwd=tmp_path,
-            env={**train_env(log_dir), **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+        result = call_entrypoint(
+            "genlab-train", list(overrides), cwd=tmp_path, env={**train_env(log_dir), **(env or {})}
         )
-        return Run(process, log_dir, before)
+        return Run(result, log_dir, before)
+
+    def _process(*overrides: str, env: dict[str, str] | None = None, timeout: float = 300) -> Run:
+        before = set(run_dirs(log_dir))
+        result = run_console_script(
+            "genlab-train", list(overrides), cwd=tmp_path, env={**train_env(log_dir), **(env or {})}, timeout=timeout
+        )
+        return Run(result, log_dir, before)
 
     _run.log_dir = log_dir
+    _run.process = _process
     return _run

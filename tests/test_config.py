@@ -45,7 +45,7 @@ def test_every_group_option_composes_and_resolves(compose_config, override: str)
 @pytest.mark.parametrize("debug", options("debug"))
 @pytest.mark.parametrize("model", options("model"))
 def test_every_debug_config_fits_every_model(compose_config, debug: str, model: str) -> None:
-    from genlab.train import check_model_settings
+    from genlab.training import check_model_settings
 
     check_model_settings(compose_config(f"model={model}", f"debug={debug}"))
 

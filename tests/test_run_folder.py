@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GENLAB_TRAIN, TINY_LM_NET, train_env
+from conftest import TINY_LM_NET, train_env
+from inprocess import Result, call_entrypoint, console_script
 from omegaconf import OmegaConf
 
 import genlab
@@ -22,9 +22,7 @@ from genlab.checkpoints import AtomicCheckpointIO
 from genlab.errors import ConfigError
 from genlab.sample import main as sample_main
 
-BIN = Path(GENLAB_TRAIN).parent
-GENLAB_EVAL = shutil.which("genlab-eval") or str(BIN / "genlab-eval")
-GENLAB_SAMPLE = shutil.which("genlab-sample") or str(BIN / "genlab-sample")
+GENLAB_TRAIN, GENLAB_EVAL, GENLAB_SAMPLE = "genlab-train", "genlab-eval", "genlab-sample"
 
 QUIET = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false", "metrics=none"]
 # One training batch and one validation batch per epoch: a SIGTERM always stops a run between epochs.
@@ -66,21 +64,15 @@ GAN = [
 
 
 class Folder:
-    """A scratch folder in which the console scripts run as a user would run them."""
+    """A scratch folder in which the console scripts run as a user would run them (called in this process; `start`
+    starts a process, for tests of signals)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.env = train_env(root / "outputs")
 
-    def command(self, program: str, *arguments: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
-        process = subprocess.run(
-            [program, *arguments],
-            cwd=self.root,
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+    def command(self, program: str, *arguments: str, check: bool = True, **env: str) -> Result:
+        process = call_entrypoint(program, arguments, cwd=self.root, env={**self.env, **env})
         if check:
             assert process.returncode == 0, f"{program} {arguments} failed:\n{process.stdout[-2000:]}{process.stderr}"
         return process
@@ -91,7 +83,7 @@ class Folder:
 
     def start(self, name: str, *overrides: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [GENLAB_TRAIN, *overrides, f"hydra.run.dir=outputs/{name}"],
+            [console_script(GENLAB_TRAIN), *overrides, f"hydra.run.dir=outputs/{name}"],
             cwd=self.root,
             env=self.env,
             stdout=subprocess.DEVNULL,
@@ -112,7 +104,7 @@ def numbers(content: dict) -> dict[str, float]:
     return {key: value for key, value in content.items() if "/" in key}
 
 
-def error_line(process: subprocess.CompletedProcess, program: str) -> str:
+def error_line(process: Result, program: str) -> str:
     assert process.returncode == 2, process.stderr[-3000:]
     assert "Traceback" not in process.stderr, process.stderr[-3000:]
     (line,) = [line for line in process.stderr.splitlines() if line.startswith(f"{program}: error:")]
@@ -150,6 +142,7 @@ def gan_run(folder: Folder) -> Path:
 def test_resume_continues_in_place_and_ends_where_an_unbroken_run_ends(folder: Folder, vae_run: Path) -> None:
     part = folder.train("part", *VAE, "trainer.max_epochs=5")
     before = set((folder.root / "outputs").iterdir())
+    events_before = set((part / "tensorboard").glob("events.out.tfevents.*"))
     folder.command(GENLAB_TRAIN, f"resume={part}", "trainer.max_epochs=12")
 
     assert numbers(metrics(part)) == numbers(metrics(vae_run))  # bit for bit: same weights, data order and noise
@@ -161,8 +154,11 @@ def test_resume_continues_in_place_and_ends_where_an_unbroken_run_ends(folder: F
     assert record["status"] == "completed"
     assert [r["previous_status"] for r in record["resumes"]] == ["completed"]
     assert record["resumes"][0]["overrides"] == [f"resume={part}", "trainer.max_epochs=12"]
-    writers = {p.name.split(".")[-2] for p in (part / "tensorboard").glob("events.out.tfevents.*")}
-    assert len(writers) == 2, "TensorBoard did not go on writing into the run's own folder"
+    events_after = set((part / "tensorboard").glob("events.out.tfevents.*"))
+    assert events_before < events_after, "TensorBoard did not go on writing into the run's own folder"
+    assert [p.name for p in part.iterdir() if p.name.startswith(("tensorboard", "lightning_logs", "version_"))] == [
+        "tensorboard"
+    ]
 
 
 def test_a_resumed_gan_ends_where_an_unbroken_one_ends(folder: Folder, gan_run: Path) -> None:

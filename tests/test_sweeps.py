@@ -5,26 +5,24 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
+import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import nbclient
 import nbformat
 import pytest
 import yaml
-from conftest import GENLAB_TRAIN, TINY_LM_NET, train_env
+from conftest import TINY_LM_NET, train_env
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from inprocess import Result, call_entrypoint, run_console_script
 from omegaconf import read_write
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from genlab.compare import learning_curve, load_sweep
 
-GENLAB_COMPARE = shutil.which("genlab-compare") or str(Path(sys.executable).parent / "genlab-compare")
 # Two epochs of two batches, no sample-quality metrics or pictures: every job takes seconds.
 TINY = [
     "debug=limit",
@@ -40,18 +38,16 @@ TINY_VAE = [*TINY, "model.eval_iwae_k=2"]
 
 
 class Sweep:
-    """The result of one `genlab-train -m ...` and the sweep folder it made."""
+    """The result of one `genlab-train -m ...` and the sweep folder it made.
 
-    def __init__(self, root: Path, *overrides: str, timeout: float = 300) -> None:
+    In this process with Hydra's basic launcher; `process=True` runs the console script, for launchers that start
+    processes of their own (joblib, submitit) and DDP, whose workers re-run the command.
+    """
+
+    def __init__(self, root: Path, *overrides: str, process: bool = False) -> None:
         self.log_dir = root / "outputs"
-        self.process = subprocess.run(
-            [GENLAB_TRAIN, "-m", *overrides],
-            cwd=root,
-            env=train_env(self.log_dir),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        run = run_console_script if process else call_entrypoint
+        self.process = run("genlab-train", ["-m", *overrides], cwd=root, env=train_env(self.log_dir))
         sweeps = list((self.log_dir / "train" / "multiruns").glob("*"))
         assert len(sweeps) == 1, f"expected one sweep folder, got {sweeps}\n{self.process.stderr[-3000:]}"
         self.dir = sweeps[0]
@@ -65,8 +61,8 @@ class Sweep:
         return json.loads((self.dir / "sweep_summary.json").read_text())
 
 
-def compare(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([GENLAB_COMPARE, *map(str, args)], capture_output=True, text=True, timeout=120)
+def compare(*args: str | Path) -> Result:
+    return call_entrypoint("genlab-compare", list(map(str, args)), cwd=Path.cwd(), env=dict(os.environ))
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +75,7 @@ def grid(tmp_path_factory) -> Sweep:
         "model.latent_dim=4,8",
         "seed=1,2",
         *TINY_VAE,
+        process=True,
     )
     assert sweep.process.returncode == 0, sweep.process.stderr[-4000:]
     return sweep
@@ -193,7 +190,7 @@ def test_optuna_study_returns_the_worst_value_for_failed_trials(tmp_path: Path) 
 
 
 def test_submitit_local_runs_a_job_to_completion(tmp_path: Path) -> None:
-    sweep = Sweep(tmp_path, "hydra/launcher=submitit_local", "seed=3", *TINY_VAE)
+    sweep = Sweep(tmp_path, "hydra/launcher=submitit_local", "seed=3", *TINY_VAE, process=True)
     assert sweep.process.returncode == 0, sweep.process.stderr[-3000:]
     (job,) = sweep.jobs
     assert sweep.json(job, "manifest.json")["status"] == "completed"
@@ -201,7 +198,7 @@ def test_submitit_local_runs_a_job_to_completion(tmp_path: Path) -> None:
 
 
 def test_ddp_inside_a_multirun_leaves_one_folder_per_job(tmp_path: Path) -> None:
-    sweep = Sweep(tmp_path, "trainer=ddp_sim", "seed=1,2", *TINY_VAE)
+    sweep = Sweep(tmp_path, "trainer=ddp_sim", "seed=1,2", *TINY_VAE, process=True)
     assert sweep.process.returncode == 0, sweep.process.stderr[-4000:]
     assert [job.name for job in sweep.jobs] == ["0", "1"]
     assert [sweep.json(job, "manifest.json")["seed"] for job in sweep.jobs] == [1, 2]

@@ -50,7 +50,7 @@ def test_short_mnist_run_drives_val_elbo_down(genlab_train) -> None:
 
 
 def test_ddp_on_two_cpu_processes(genlab_train) -> None:
-    run = genlab_train("trainer=ddp_sim", "debug=limit", "logger=csv", *QUIET).check()
+    run = genlab_train.process("trainer=ddp_sim", "debug=limit", "logger=csv", *QUIET).check()
     assert len(run.new_dirs) == 1, f"DDP created extra run folders: {run.new_dirs}"
     metrics = run.metrics
     assert math.isfinite(metrics["val/elbo"]) and math.isfinite(metrics["test/elbo"])

@@ -19,8 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genlab.errors import DataError, exit_on_user_error
-from genlab.manifest import MANIFEST_FILE
-from genlab.runs import METRICS_FILE
+from genlab.run_folder import MANIFEST_FILE, METRICS_FILE
 from genlab.sweeps import parse_overrides, read_json_or_empty
 
 # Not what a configuration is: the seed is what runs of one configuration differ by; folders differ in every run.

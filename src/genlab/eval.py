@@ -7,20 +7,23 @@ import os
 from datetime import datetime, timezone
 from typing import Any
 
-import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from genlab.commands import run_command
 from genlab.console import print_metrics
-from genlab.runs import load_run, write_metrics
-from genlab.train import metric_callbacks, summaries_of
+from genlab.run_folder import write_metrics
 
 EVAL_FILE = "eval.json"
 
 
 def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     """Validation and test metrics of the checkpoint, on one device, with the run's data and evaluation settings."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from genlab.runs import load_run
+    from genlab.training import metric_callbacks, summaries_of
+
     run = load_run(cfg.run, cfg.ckpt, overrides=overrides)
     pl.seed_everything(run.config.seed, verbose=False)
     callbacks = metric_callbacks(run.config)

@@ -15,7 +15,7 @@ from typing import Any
 from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.errors import user_error_of
-from genlab.runs import MANIFEST_FILE, read_json, write_json_atomically
+from genlab.run_folder import MANIFEST_FILE, read_json, write_json_atomically
 
 PACKAGES = ("genlab", "torch", "pytorch-lightning", "hydra-core", "omegaconf", "torchmetrics")
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genlab.errors import check, exit_on_user_error
-from genlab.manifest import Manifest
-from genlab.runs import CONFIG_FILE, apply_overrides, check_run_dir, checkpoint_dir, run_config
+from genlab.run_folder import CONFIG_FILE, apply_overrides, check_run_dir, checkpoint_dir, run_config
 from genlab.sweeps import in_multirun
+
+if TYPE_CHECKING:
+    from genlab.manifest import Manifest
 
 #: What `resume=` lets change: how long to train and how to show it, never what or how the model learns.
 RESUMABLE = (

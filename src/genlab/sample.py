@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from omegaconf import DictConfig
 from rich.console import Console
 
-from genlab.callbacks.media import save_grid
 from genlab.commands import run_command
 from genlab.errors import ConfigError, check
-from genlab.runs import Run, load_run
+
+if TYPE_CHECKING:
+    from genlab.runs import Run
 
 
 def write_images(run: Run, n: int, seed: int, out: Path) -> list[Path]:
     """samples.png (n samples) and the model's other pictures of a test batch (e.g. reconstructions)."""
+    import torch
+
+    from genlab.callbacks.media import save_grid
+
     model = run.model
     grids = {}
     if hasattr(model, "image_grids"):
@@ -36,6 +41,8 @@ def write_images(run: Run, n: int, seed: int, out: Path) -> list[Path]:
 
 def write_texts(run: Run, cfg: DictConfig, n: int, out: Path) -> list[Path]:
     """text_000.txt, ...: the prompt and a continuation, the i-th drawn from seed + i."""
+    import torch
+
     written = []
     for i in range(n):
         generator = torch.Generator(device=run.model.device).manual_seed(cfg.seed + i)
@@ -51,6 +58,8 @@ def write_texts(run: Run, cfg: DictConfig, n: int, out: Path) -> list[Path]:
 def sample(cfg: DictConfig, overrides: list[str]) -> list[Path]:
     check(cfg.n is None or cfg.n > 0, f"n={cfg.n}: give a positive number of samples")
     check(cfg.max_new_tokens > 0, f"max_new_tokens={cfg.max_new_tokens} must be positive")
+    from genlab.runs import load_run
+
     run = load_run(cfg.run, cfg.ckpt, device=cfg.device, overrides=overrides)
     out = Path(cfg.out) if cfg.out else run.dir / "generated"
     out.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,8 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
@@ -23,8 +22,10 @@ from rich.console import Console
 from rich.table import Table
 
 from genlab.errors import user_error_of
-from genlab.manifest import MANIFEST_FILE, Manifest
-from genlab.runs import METRICS_FILE, read_json, write_json_atomically
+from genlab.run_folder import MANIFEST_FILE, METRICS_FILE, read_json, write_json_atomically
+
+if TYPE_CHECKING:
+    from genlab.manifest import Manifest
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "sweep_summary.json"
@@ -71,6 +72,8 @@ def ddp_workers_run_this_job() -> Iterator[None]:
     try:
         yield
     finally:
+        import torch
+
         sys.argv = argv
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

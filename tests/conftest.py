@@ -16,11 +16,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from inprocess import Result, call_entrypoint, run_console_script
+from offline import network_guard
 from omegaconf import DictConfig, open_dict
 
 from genlab.config import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
+OFFLINE = Path(__file__).resolve().parent / "offline"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -57,6 +59,18 @@ def require_data(relative: str) -> Path:
             pytest.fail(f"CI must provide {relative} under GENLAB_DATA_DIR ({root})")
         pytest.skip(f"{relative} not found; set GENLAB_DATA_DIR to run this test")
     return root
+
+
+network_guard.install()
+
+
+@pytest.fixture(autouse=True)
+def no_network_access():
+    """Fail any test that tried to open a network connection (they are refused, and recorded, all along)."""
+    network_guard.ATTEMPTS.clear()
+    yield
+    attempts, network_guard.ATTEMPTS[:] = list(network_guard.ATTEMPTS), []
+    assert not attempts, f"the test tried to reach the network: {attempts}"
 
 
 @pytest.fixture
@@ -107,6 +121,8 @@ def run_dirs(log_dir: Path) -> list[Path]:
 def train_env(log_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_"))}
     env.update(GENLAB_LOG_DIR=str(log_dir), GENLAB_CACHE_DIR=str(SHARED_CACHE), PYTHONWARNINGS="ignore")
+    # Processes the tests start refuse network connections too (tests/offline/sitecustomize.py).
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(OFFLINE), env.get("PYTHONPATH", "")) if p)
     if data_dir() is not None:
         env["GENLAB_DATA_DIR"] = str(data_dir())
     return env

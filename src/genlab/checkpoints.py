@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +12,40 @@ import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
 from genlab.errors import ConfigError, check
+from genlab.files import atomic_write
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint to a temporary file beside it, then rename it into place.
+class RunCheckpointIO(TorchCheckpointIO):
+    """How Lightning writes and reads a run's checkpoints: written to a temporary file and renamed into place (a crash
+    or a kill while saving leaves the previous `last.ckpt` whole, never half a file), and read with
+    `weights_only=True` (tensors and plain data; no code runs) whatever the torch version, also when Lightning loads
+    them itself (`resume=`, `ckpt_path=`, evaluating the best checkpoint)."""
 
-    A crash or a kill while saving leaves the previous `last.ckpt` (or best checkpoint) whole, never half a file.
-    """
+    def __init__(self, keep: Sequence[Path] = ()) -> None:
+        super().__init__()
+        #: Checkpoints Lightning may not delete yet (see `genlab.training.kept_checkpoint`).
+        self.kept = {Path(path).resolve() for path in keep}
+        self.superseded: set[Path] = set()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_write(Path(path)) as partial:
             super().save_checkpoint(checkpoint, partial, storage_options)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        if Path(path).resolve() in self.kept:
+            self.superseded.add(Path(path).resolve())  # Lightning's best-k bookkeeping moved on; the file stays
+            return
+        super().remove_checkpoint(path)
+
+    def release_kept(self, still_used: Sequence[Path] = ()) -> None:
+        """Delete the kept checkpoints Lightning wanted gone, now that nothing names them any more."""
+        for path in self.superseded - {Path(p).resolve() for p in still_used}:
+            path.unlink(missing_ok=True)
+        self.kept.clear()
+        self.superseded.clear()
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(Path(path), name="ckpt_path", map_location=map_location)
 
 
 def check_checkpoint_file(path: Path, name: str = "ckpt_path") -> None:
@@ -50,18 +68,18 @@ def _reason(exc: BaseException) -> str:
     return found.removeprefix("WeightsUnpickler error: ").split(" was not an allowed global")[0]
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: Path, name: str = "ckpt", map_location: Any = "cpu") -> dict[str, Any]:
     """The checkpoint's contents, loaded with `weights_only=True`: tensors and plain Python data, no code runs."""
-    check_checkpoint_file(path, "ckpt")
+    check_checkpoint_file(path, name)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as exc:
         raise ConfigError(
-            f"ckpt={path} could not be read as plain data ({_reason(exc)}); genlab loads checkpoints with "
+            f"{name}={path} could not be read as plain data ({_reason(exc)}); genlab loads checkpoints with "
             f"weights_only=True and runs no code from them: give a checkpoint written by genlab-train"
         ) from exc
     check(
         isinstance(checkpoint, dict) and "state_dict" in checkpoint,
-        f"ckpt={path} is not a Lightning checkpoint (no state_dict); use a .ckpt from the run's checkpoints/ folder",
+        f"{name}={path} is not a Lightning checkpoint (no state_dict); use a .ckpt from the run's checkpoints/ folder",
     )
     return checkpoint

@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from genlab.errors import DataError, exit_on_user_error
-from genlab.run_folder import MANIFEST_FILE, METRICS_FILE
-from genlab.sweeps import parse_overrides, read_json_or_empty
+from genlab.run_folder import CONFIG_FILE, MANIFEST_FILE, METRICS_FILE, read_config, read_json
+from genlab.sweeps import parse_overrides
 
 # Not what a configuration is: the seed is what runs of one configuration differ by; folders differ in every run.
 IGNORED_KEYS = {"seed", "resume", "hydra", "paths"}
@@ -61,14 +61,14 @@ class Run:
     @classmethod
     def read(cls, path: Path) -> Run:
         hydra_file = path / ".hydra" / "hydra.yaml"
-        hydra = OmegaConf.to_container(OmegaConf.load(hydra_file)).get("hydra", {}) if hydra_file.is_file() else {}
-        config = _flatten(OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"), resolve=False))
+        hydra = OmegaConf.to_container(read_config(hydra_file)).get("hydra", {}) if hydra_file.is_file() else {}
+        config = _flatten(OmegaConf.to_container(read_config(path / CONFIG_FILE), resolve=False))
         choices = hydra.get("runtime", {}).get("choices", {})
         overrides = parse_overrides(hydra.get("overrides", {}).get("task", []))
         config.update(choices)
         config.update(overrides)
-        manifest = read_json_or_empty(path / MANIFEST_FILE)
-        content = read_json_or_empty(path / METRICS_FILE)
+        manifest = read_json(path / MANIFEST_FILE) or {}
+        content = read_json(path / METRICS_FILE) or {}
         status = manifest.get("status", "unknown")
         if status == "completed" and not content:
             status = "no metrics.json"

@@ -8,12 +8,15 @@ from __future__ import annotations
 import netrc
 import os
 import secrets
+from datetime import datetime
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+
+from genlab.run_folder import LAYOUT
 
 
 def config_dir() -> Path:
@@ -68,10 +71,33 @@ def _wandb_offline() -> bool:
         return True
 
 
+def shared_run_id() -> str | None:
+    """The name of the run folder that every rank of one job launched by hand shares, or None for a single process.
+
+    `srun genlab-train ...` (several SLURM tasks) and `torchrun` start one genlab-train per rank: each would pick a
+    run folder of its own from the time and a random suffix. They share their launcher's job id instead:
+    `GENLAB_RUN_ID` if set, else the SLURM job and step, else torchrun's rendezvous id (give `--rdzv-id`).
+    """
+    if os.environ.get("GENLAB_RUN_ID"):
+        return os.environ["GENLAB_RUN_ID"]
+    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 and os.environ.get("SLURM_JOB_ID"):
+        return f"slurm-{os.environ['SLURM_JOB_ID']}-{os.environ.get('SLURM_STEP_ID', '0')}"
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and run_id != "none":
+        return f"torchrun-{run_id}"
+    return None
+
+
+def _run_name() -> str:
+    """`${run_name:}`: a new run's folder name: date, time and a random suffix (two runs started in the same second
+    never share a folder), or the id shared by the ranks of one job (`shared_run_id`)."""
+    return shared_run_id() or f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
+
+
 def register_resolvers() -> None:
     """Register genlab's resolvers once; safe to call again."""
-    # A random suffix keeps two runs started in the same second apart; cached so a config resolves it once.
-    OmegaConf.register_new_resolver("run_suffix", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+    # Cached, so a config resolves it once (the folder Hydra creates is the folder the job writes).
+    OmegaConf.register_new_resolver("run_name", _run_name, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("judged", _judged, replace=True)
     OmegaConf.register_new_resolver("wandb_offline", _wandb_offline, replace=True)
     # `${if_set:value,then,otherwise}`: `then` unless value is null (e.g. the run folder of `resume=`).
@@ -80,6 +106,8 @@ def register_resolvers() -> None:
     )
     OmegaConf.register_new_resolver("sweep_name", _sweep_name, replace=True)
     OmegaConf.register_new_resolver("ddp_strategy", _ddp_strategy, replace=True)
+    # `${run_folder:checkpoints}`, `${run_folder:last}`: the run folder's layout, defined once in genlab.run_folder.
+    OmegaConf.register_new_resolver("run_folder", lambda name: LAYOUT[name], replace=True)
 
 
 register_resolvers()

@@ -15,7 +15,8 @@ from typing import Any
 from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.errors import user_error_of
-from genlab.run_folder import MANIFEST_FILE, read_json, write_json_atomically
+from genlab.files import write_json_atomically
+from genlab.run_folder import MANIFEST_FILE, read_json
 
 PACKAGES = ("genlab", "torch", "pytorch-lightning", "hydra-core", "omegaconf", "torchmetrics")
 
@@ -55,6 +56,9 @@ class Manifest:
 
     def __init__(self, run_dir: Path, seed: int, overrides: list[str]) -> None:
         self.path = Path(run_dir) / MANIFEST_FILE
+        #: A completed run being resumed: if the resume fails or is interrupted, the run stays `completed` (its
+        #: metrics.json still describes a checkpoint it has) and the attempt is recorded under `resumes`.
+        self.completed_before = False
         commit = _git("rev-parse", "HEAD")
         self.content: dict[str, Any] = {
             "status": "running",
@@ -82,6 +86,7 @@ class Manifest:
             resume["previous_status"] = previous.get("status")
             manifest.content = {**previous, "status": "running", "error": None, "ended_at": None}
             manifest.content["resumes"] = [*previous.get("resumes", []), resume]
+            manifest.completed_before = previous.get("status") == "completed"
         return manifest
 
     @rank_zero_only
@@ -92,15 +97,24 @@ class Manifest:
 
     @contextmanager
     def track(self) -> Iterator[None]:
-        """Mark the run running now, then completed, interrupted (Ctrl-C) or failed with its error line."""
+        """Mark the run running now, then completed, interrupted (Ctrl-C, SIGTERM) or failed with its error line."""
         self.write()
         try:
             yield
         except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1) after a graceful stop
-            self.write(status="interrupted", ended_at=_now())
+            self.end("interrupted", None)
             raise
         except BaseException as exc:
             error = user_error_of(exc) or exc
-            self.write(status="failed", error=f"{type(error).__name__}: {error}", ended_at=_now())
+            self.end("failed", f"{type(error).__name__}: {error}")
             raise
-        self.write(status="completed", ended_at=_now())
+        self.end("completed", None)
+
+    def end(self, status: str, error: str | None) -> None:
+        """Record how the run (or this resume of it) ended."""
+        ended = _now()
+        if self.content.get("resumes"):
+            self.content["resumes"][-1].update(status=status, error=error, ended_at=ended)
+        if self.completed_before and status != "completed":
+            status, error = "completed", None  # the earlier result stands; the failed attempt is in `resumes`
+        self.write(status=status, error=error, ended_at=ended)

@@ -1,4 +1,9 @@
-"""`genlab-train resume=RUN_DIR`: continue a run in its own folder, from its last.ckpt, with its own config."""
+"""`genlab-train resume=RUN_DIR`: continue a run in its own folder, from its last.ckpt, with its own config.
+
+Everything that can refuse a resume is checked before Hydra starts (it would already write into the run folder):
+the folder, the overrides, the saved config, the last checkpoint, and whether another process is writing the run.
+A refused resume changes nothing in the folder; the accepted changes are written back atomically by the job.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,17 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from genlab.errors import check, exit_on_user_error
-from genlab.run_folder import CONFIG_FILE, apply_overrides, check_run_dir, checkpoint_dir, run_config
-from genlab.sweeps import in_multirun
+from genlab.errors import check
+from genlab.files import write_text_atomically
+from genlab.run_folder import (
+    CONFIG_FILE,
+    apply_overrides,
+    check_run_dir,
+    last_checkpoint,
+    read_config,
+    run_config,
+)
+from genlab.run_lock import busy_message, holder
 
 if TYPE_CHECKING:
     from genlab.manifest import Manifest
@@ -28,28 +41,60 @@ RESUMABLE = (
 )
 
 
-def resumed_config(resume: str, overrides: list[str]) -> DictConfig:
-    """The saved config of the run to continue, from its last.ckpt, with the overrides `RESUMABLE` allows.
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
 
-    The changes are written back into the run's .hydra/config.yaml, so later evaluations and resumes see them.
-    """
+
+def resume_argument(arguments: list[str]) -> str | None:
+    """The folder of `resume=FOLDER` among the command's arguments, or None."""
+    values = [a.partition("=")[2] for a in arguments if _key(a) == "resume" and "=" in a]
+    return next((value for value in reversed(values) if value not in ("", "null")), None)
+
+
+def changes_of(overrides: list[str]) -> list[str]:
+    """The overrides that change the run (all but `resume=` itself and Hydra's own settings)."""
+    return [o for o in overrides if not o.startswith("-") and _key(o) != "resume" and not _key(o).startswith("hydra.")]
+
+
+def check_resume(arguments: list[str]) -> None:
+    """Refuse a `resume=` that cannot go ahead, in one line, before anything is written into the run folder."""
+    resume = resume_argument(arguments)
+    if resume is None:
+        return
     run_dir = check_run_dir(resume, "resume")
-    check(not in_multirun(), "resume= continues one run; it cannot be part of a sweep (-m)")
-    changes = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]
-    unsafe = [key for key in (o.split("=", 1)[0].lstrip("+~") for o in changes) if key not in RESUMABLE]
+    check(not {"-m", "--multirun"} & set(arguments), "resume= continues one run; it cannot be part of a sweep (-m)")
+    changes = changes_of(arguments)
+    unsafe = [_key(o) for o in changes if _key(o) not in RESUMABLE]
     check(
         not unsafe,
         f"resume= continues a run with its own config, so {', '.join(unsafe)} cannot change; "
         f"allowed: {', '.join(RESUMABLE)}",
     )
-    if changes:
-        saved = OmegaConf.load(run_dir / CONFIG_FILE)
-        apply_overrides(saved, changes)
-        OmegaConf.save(saved, run_dir / CONFIG_FILE)
     cfg = run_config(run_dir)
-    last = checkpoint_dir(cfg, run_dir) / "last.ckpt"
-    check(last.is_file(), f"resume={resume}: {last} does not exist; the run saved no checkpoint to continue from")
-    cfg.ckpt_path = str(last)
+    apply_overrides(cfg, changes)
+    from genlab.checkpoints import check_checkpoint_file
+    from genlab.training import check_config
+
+    check_config(cfg)  # the saved config with the changes, as the job will run it
+    check_checkpoint_file(last_checkpoint(cfg, run_dir), "resume")
+    who = holder(run_dir)
+    check(who is None, busy_message(run_dir, who or {}))
+
+
+def resumed_config(resume: str, overrides: list[str]) -> DictConfig:
+    """The saved config of the run to continue, from its last.ckpt, with the overrides `RESUMABLE` allows.
+
+    The changes are written back into the run's .hydra/config.yaml (atomically), so later evaluations and resumes
+    see them. Called inside the job, after `check_resume` accepted the command and the run's lock is held.
+    """
+    run_dir = check_run_dir(resume, "resume")
+    changes = changes_of(overrides)
+    if changes:
+        saved = read_config(run_dir / CONFIG_FILE)
+        apply_overrides(saved, changes)
+        write_text_atomically(run_dir / CONFIG_FILE, OmegaConf.to_yaml(saved))
+    cfg = run_config(run_dir)
+    cfg.ckpt_path = str(last_checkpoint(cfg, run_dir))
     cfg.resume = str(run_dir)
     return cfg
 
@@ -61,12 +106,3 @@ def use_one_wandb_run(cfg: DictConfig, manifest: Manifest) -> None:
             with open_dict(entry):
                 entry.id = entry.get("id") or manifest.content.setdefault("wandb_id", secrets.token_hex(4))
                 entry.resume = "allow"
-
-
-def check_resume_argument(arguments: list[str]) -> None:
-    """A `resume=` that is not a run folder stops here, before Hydra creates (or logs into) that folder."""
-    with exit_on_user_error("genlab-train"):
-        for argument in arguments:
-            key, _, value = argument.partition("=")
-            if key.lstrip("+") == "resume" and value not in ("", "null"):
-                check_run_dir(value, "resume")

@@ -26,7 +26,10 @@ from genlab.run_folder import (
     read_json,
     run_config,
 )
+from genlab.validation import validate_train_config
 
+#: Arguments genlab passes itself, per config node: the data's spec to the model, the sizes the model gives its net.
+INJECTED = {"model": ("spec",), "model.net": ("shape", "latent_dim", "vocab_size", "block_size")}
 SPEC_KEY = "genlab_data_spec"
 MODEL_KEY = "genlab_model"
 
@@ -81,6 +84,23 @@ def build_model(cfg: DictConfig, spec: DataSpec) -> pl.LightningModule:
     return instantiate(cfg.model, _partial_=True)(spec=spec)
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch device that this machine has, or one line saying what is there instead."""
+    try:
+        found = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device={device} is not a device name; use cpu, cuda, cuda:1 or mps") from exc
+    if found.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        check(count > 0, f"device={device}: no CUDA GPU is visible on this machine; use device=cpu")
+        check((found.index or 0) < count, f"device={device}: this machine has {count} CUDA GPU(s), cuda:0..{count - 1}")
+    elif found.type == "mps":
+        check(torch.backends.mps.is_available(), f"device={device}: MPS is not available here; use device=cpu")
+    elif found.type != "cpu":
+        check(False, f"device={device} is not supported; use cpu, cuda or mps")
+    return found
+
+
 def load_run(
     run_dir: str | Path, ckpt: str = "best", device: str | torch.device = "cpu", overrides: Sequence[str] = ()
 ) -> Run:
@@ -92,6 +112,8 @@ def load_run(
     run_dir = check_run_dir(run_dir)
     cfg = run_config(run_dir)
     apply_overrides(cfg, overrides)
+    validate_train_config(cfg, INJECTED)  # the changed settings too, before anything is built
+    device = check_device(device)
     path = find_checkpoint(run_dir, cfg, ckpt)
     checkpoint = read_checkpoint(path)
     written_by = checkpoint.get(MODEL_KEY, cfg.model._target_)

@@ -8,9 +8,10 @@ for a fixed set of choices.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
-from annotated_types import Ge, Gt, Le, Lt
+from annotated_types import Ge, Gt, Le, Lt, MinLen
 
 PositiveInt = Annotated[int, Gt(0)]
 NonNegativeInt = Annotated[int, Ge(0)]
@@ -20,3 +21,7 @@ NonNegativeFloat = Annotated[float, Ge(0)]
 Probability = Annotated[float, Ge(0), Le(1)]
 #: A fraction strictly below 1 (e.g. a decay rate, a dropout), 0 included.
 UnitFraction = Annotated[float, Ge(0), Lt(1)]
+#: Layer sizes: a non-empty list of positive integers.
+Sizes = Annotated[Sequence[PositiveInt], MinLen(1)]
+#: A count of examples (an integer > 0) or a fraction of them (a number strictly between 0 and 1).
+CountOrFraction = PositiveInt | Annotated[float, Gt(0), Lt(1)]

@@ -22,9 +22,12 @@ from rich.console import Console
 from rich.table import Table
 
 from genlab.errors import user_error_of
-from genlab.run_folder import MANIFEST_FILE, METRICS_FILE, read_json, write_json_atomically
+from genlab.files import write_json_atomically
+from genlab.interrupts import SIGTERM_STATUS
+from genlab.run_folder import MANIFEST_FILE, METRICS_FILE, read_json
 
 if TYPE_CHECKING:
+    from genlab.interrupts import Signals
     from genlab.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -82,13 +85,21 @@ def ddp_workers_run_this_job() -> Iterator[None]:
         os.environ.update(environ)
 
 
-def run_sweep_job(cfg: DictConfig, manifest: Manifest, train: Callable[[DictConfig], float | None]) -> float:
+def run_sweep_job(
+    cfg: DictConfig, manifest: Manifest, train: Callable[[DictConfig], float | None], signals: Signals
+) -> float:
     """One job of a sweep: its failure is recorded and printed, and the worst value returned instead of raised,
-    so the launcher and sweeper (Optuna) go on with the other jobs. Ctrl-C still stops the sweep."""
+    so the launcher and sweeper (Optuna) go on with the other jobs. Ctrl-C or SIGTERM stops the whole sweep, after
+    writing its summary (exit status 143 for SIGTERM)."""
     worst = worst_value(cfg)
     try:
         with ddp_workers_run_this_job(), manifest.track():
             value = train(cfg)
+    except (KeyboardInterrupt, SystemExit):
+        summarize(Path(HydraConfig.get().sweep.dir))
+        if signals.terminated:
+            sys.exit(SIGTERM_STATUS)
+        raise
     except Exception as exc:
         job = HydraConfig.get().job.num
         if user_error_of(exc) is None:  # a bug: keep its traceback in the job's log
@@ -145,34 +156,40 @@ def _job_order(path: Path) -> tuple[int, str]:
     return (int(path.name), "") if path.name.isdigit() else (sys.maxsize, path.name)
 
 
+def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
+    """A table of every job of the sweep so far (status, judged metric, error line) and `sweep_summary.json`;
+    returns the jobs that did not complete."""
+    job_dirs = sorted((p.parent for p in sweep_dir.glob(f"*/{MANIFEST_FILE}")), key=_job_order)
+    jobs = [job_record(d) for d in job_dirs]
+    failed = [job for job in jobs if job["status"] != "completed"]
+    write_json_atomically(
+        sweep_dir / SUMMARY_FILE,
+        {"sweep_dir": str(sweep_dir), "jobs": len(jobs), "failed": len(failed), "runs": jobs},
+    )
+    shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if jobs else set()
+    table = Table(title=f"sweep {sweep_dir}")
+    for column in ("job", "status", "overrides", "judged metric", "error"):
+        table.add_column(column, overflow="fold")
+    for job in jobs:
+        overrides = " ".join(o for o in job["overrides"] if o not in shared)  # what sets this job apart
+        value = "" if job["value"] is None else f"{job['judged_metric']} = {job['value']:.4f}"
+        style = None if job["status"] == "completed" else "red"
+        table.add_row(job["job"], job["status"], overrides, value, job["error"] or "", style=style)
+    console = Console(soft_wrap=True)
+    console.print(table)
+    console.print(f"{len(jobs) - len(failed)} of {len(jobs)} jobs completed; summary: {sweep_dir / SUMMARY_FILE}")
+    console.print(f"compare them: genlab-compare {sweep_dir}")
+    return failed
+
+
 class SweepSummary(Callback):
-    """At the end of a multirun: a table of every job (status, judged metric, error line), `sweep_summary.json`
-    in the sweep folder, and exit status 1 if any job failed (`fail_on_job_error: false` to keep 0)."""
+    """At the end of a multirun: the summary of `summarize`, and exit status 1 if any job failed
+    (`fail_on_job_error: false` to keep 0)."""
 
     def __init__(self, fail_on_job_error: bool = True) -> None:
         self.fail_on_job_error = fail_on_job_error
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        job_dirs = sorted((p.parent for p in sweep_dir.glob(f"*/{MANIFEST_FILE}")), key=_job_order)
-        jobs = [job_record(d) for d in job_dirs]
-        failed = [job for job in jobs if job["status"] != "completed"]
-        write_json_atomically(
-            sweep_dir / SUMMARY_FILE,
-            {"sweep_dir": str(sweep_dir), "jobs": len(jobs), "failed": len(failed), "runs": jobs},
-        )
-        shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if jobs else set()
-        table = Table(title=f"sweep {sweep_dir}")
-        for column in ("job", "status", "overrides", "judged metric", "error"):
-            table.add_column(column, overflow="fold")
-        for job in jobs:
-            overrides = " ".join(o for o in job["overrides"] if o not in shared)  # what sets this job apart
-            value = "" if job["value"] is None else f"{job['judged_metric']} = {job['value']:.4f}"
-            style = None if job["status"] == "completed" else "red"
-            table.add_row(job["job"], job["status"], overrides, value, job["error"] or "", style=style)
-        console = Console(soft_wrap=True)
-        console.print(table)
-        console.print(f"{len(jobs) - len(failed)} of {len(jobs)} jobs completed; summary: {sweep_dir / SUMMARY_FILE}")
-        console.print(f"compare them: genlab-compare {sweep_dir}")
+        failed = summarize(Path(config.hydra.sweep.dir))
         if failed and self.fail_on_job_error:
             sys.exit(1)

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from genlab.config import config_dir
 from genlab.errors import exit_on_user_error
-from genlab.resume import check_resume_argument
+from genlab.resume import check_resume
 
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
@@ -46,7 +46,7 @@ def hydra_errors_raised() -> Iterator[None]:
 def main() -> None:
     """The `genlab-train` console script."""
     with exit_on_user_error("genlab-train"), hydra_errors_raised():
-        check_resume_argument(sys.argv[1:])
+        check_resume(sys.argv[1:])
         run()
 
 

@@ -7,30 +7,32 @@ composition errors answer before torch and Lightning are loaded.
 
 from __future__ import annotations
 
-import inspect
 import os
-import signal
 import sys
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class, get_object, instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities import rank_zero_only
 
-from genlab.callbacks.run_state import CheckpointOnInterrupt, LoadableCheckpoint, RandomState
-from genlab.checkpoints import AtomicCheckpointIO, check_checkpoint_file
+from genlab.callbacks.run_state import CheckpointOnInterrupt, LoadableCheckpoint, RandomState, judged_checkpoint
+from genlab.checkpoints import RunCheckpointIO, check_checkpoint_file, read_checkpoint
 from genlab.console import print_metrics
 from genlab.errors import ConfigError, check
+from genlab.interrupts import SIGTERM_STATUS, stop_on_sigterm
 from genlab.manifest import Manifest
+from genlab.models.base import GenerativeModel
 from genlab.resume import resumed_config, use_one_wandb_run
-from genlab.run_folder import write_metrics
-from genlab.runs import build_model
+from genlab.run_folder import LAST, METRICS_FILE, read_json, write_metrics
+from genlab.run_lock import run_lock
+from genlab.runs import INJECTED, build_model
 from genlab.sweeps import in_multirun, log_hparams, run_sweep_job
+from genlab.validation import validate_train_config
 
 # Data lives in memory and is batched by index: worker processes would only add start-up time.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -38,27 +40,10 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
 
 
-def check_settings(node: DictConfig, where: str, injected: tuple[str, ...] = ()) -> None:
-    """Fail on a setting the `_target_` does not take, naming the ones it does, before anything is built.
-
-    Hydra reports such a key itself when it builds the object; the model is built later (it needs the data's spec)
-    and calls its net, so without this a misspelt `+model.x=...` would surface as a TypeError traceback.
-    """
-    target = get_object(node._target_)
-    parameters = inspect.signature(target).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    unknown = [key for key in node if not str(key).startswith("_") and key not in parameters]
-    if unknown:
-        known = ", ".join(name for name in parameters if name not in ("self", *injected))
-        raise ConfigError(f"{where} has no setting {', '.join(unknown)}; {target.__name__} takes: {known}")
-
-
-def check_model_settings(cfg: DictConfig) -> None:
-    """The model's and its net's settings, minus what the model supplies itself (spec; the net's sizes)."""
-    check_settings(cfg.model, "model", injected=("spec",))
-    if isinstance(cfg.model.get("net"), DictConfig):
-        check_settings(cfg.model.net, "model.net", injected=("shape", "latent_dim", "vocab_size", "block_size"))
+def check_config(cfg: DictConfig) -> None:
+    """Every setting of the run, checked before any data is read or anything is built (`genlab.validation`)."""
+    validate_train_config(cfg, INJECTED)
+    check_judged_metric_is_measured(cfg)
 
 
 def check_judged_metric_is_measured(cfg: DictConfig) -> None:
@@ -98,51 +83,91 @@ def summaries_of(callbacks: list[pl.Callback]) -> dict[str, Any]:
     return {k: v for c in callbacks if callable(getattr(c, "summary", None)) for k, v in c.summary().items()}
 
 
-def evaluate_best(
-    trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule, test: bool
-) -> tuple[dict[str, float], str]:
-    """Validation (and test) metrics of the best checkpoint, so every number in metrics.json describes one model.
+def evaluated_splits(cfg: DictConfig) -> list[str]:
+    """The splits the run evaluates at the end: `trainer.limit_val_batches=0`, `limit_test_batches=0` and
+    `test=false` turn one off, and the run still completes (metrics.json says which were not evaluated)."""
+    splits = ["val"] if cfg.trainer.get("limit_val_batches") != 0 else []
+    if cfg.test and cfg.trainer.get("limit_test_batches") != 0:
+        splits.append("test")
+    return splits
 
-    Without a checkpoint (e.g. fast_dev_run) the weights in memory are evaluated.
-    """
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    ckpt_path = best or None
-    metrics = dict(trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
-    if test:
-        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
-    return metrics, best
+
+def check_validation_is_on_for(cfg: DictConfig) -> None:
+    """Early stopping watches a validation metric: without validation it would stop the run with an error."""
+    if "val" in evaluated_splits(cfg):
+        return
+    for name, entry in (cfg.get("callbacks") or {}).items():
+        if entry is not None and str(entry.get("_target_", "")).endswith("EarlyStopping"):
+            raise ConfigError(
+                f"callbacks.{name} stops on {entry.get('monitor')}, which trainer.limit_val_batches=0 never "
+                f"computes; drop it (callbacks=default) or keep validation on"
+            )
+
+
+def evaluate_best(
+    trainer: pl.Trainer, model: GenerativeModel, datamodule: pl.LightningDataModule, splits: list[str]
+) -> tuple[dict[str, float], str]:
+    """Metrics of the best checkpoint by the model's judged metric on `splits`, so every number in metrics.json
+    describes one model. Without validation the run has no best: its last checkpoint is evaluated. Without any
+    checkpoint (fast_dev_run) the weights in memory are."""
+    best = judged_checkpoint(trainer, model.judged_metric)
+    path = best.best_model_path if best is not None else ""
+    if not path and trainer.checkpoint_callback is not None:
+        last = Path(str(trainer.checkpoint_callback.dirpath)) / f"{LAST}.ckpt"
+        path = str(last) if last.is_file() else ""
+    ckpt_path = path or None
+    metrics: dict[str, float] = {}
+    if "val" in splits:
+        metrics.update(*trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False))
+    if "test" in splits:
+        metrics.update(*trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False))
+    return metrics, path
+
+
+def kept_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """Resuming a run that completed: the checkpoint its metrics.json describes is kept until the resume has
+    completed too, so a resume that fails or is interrupted leaves metrics.json naming a file that exists."""
+    if not cfg.get("resume"):
+        return None
+    described = (read_json(run_dir / METRICS_FILE) or {}).get("checkpoint")
+    return (run_dir / described).resolve() if described else None
 
 
 def train(cfg: DictConfig) -> float | None:
     """Run one training job; returns the judged metric (for sweepers)."""
     run_dir = Path(cfg.paths.output_dir)
-    check_judged_metric_is_measured(cfg)
-    check_model_settings(cfg)  # before any data is read: text data reads and tokenizes its corpus for the spec
+    check_config(cfg)  # before any data is read: text data reads and tokenizes its corpus for the spec
+    check_validation_is_on_for(cfg)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path not in (None, "last"):
         check_checkpoint_file(Path(ckpt_path))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
-    model = build_model(cfg, datamodule.spec)
     callbacks = instantiate_each(cfg.get("callbacks")) + metric_callbacks(cfg)
     # What makes the run folder resumable and loadable, whatever the configured callbacks.
     callbacks += [RandomState(), LoadableCheckpoint(), CheckpointOnInterrupt()]
     loggers = instantiate_each(cfg.get("logger"))
+    kept = kept_checkpoint(cfg, run_dir)
+    checkpoint_io = RunCheckpointIO(keep=[kept] if kept else [])
+    # The Trainer checks its own settings: before the data is read (text data is read for the model's spec).
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io]
     )
+    model = build_model(cfg, datamodule.spec)
 
     config = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
         logger.log_hyperparams(config)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics, best = evaluate_best(trainer, model, datamodule, test=cfg.test)
+    splits = evaluated_splits(cfg)
+    metrics, best = evaluate_best(trainer, model, datamodule, splits)
     summaries = summaries_of(callbacks)
     if trainer.is_global_zero:
         # The epoch and step of the evaluated checkpoint (validate/test restore weights, not the loop counters).
-        state = torch.load(best, map_location="cpu", weights_only=True) if best else {}
+        state = read_checkpoint(Path(best), "ckpt_path") if best else {}
+        not_evaluated = [split for split in ("val", "test") if split not in splits]
         write_metrics(
             run_dir,
             metrics,
@@ -151,26 +176,40 @@ def train(cfg: DictConfig) -> float | None:
             checkpoint=os.path.relpath(best, run_dir) if best else None,
             epoch=state.get("epoch", trainer.current_epoch),
             global_step=state.get("global_step", trainer.global_step),
+            **({"not_evaluated": not_evaluated} if not_evaluated else {}),
             **summaries,
         )
+        checkpoint_io.release_kept(still_used=[Path(best).resolve()] if best else [])
         print_metrics(metrics, model.judged_metric, run_dir)
         log_hparams(trainer.loggers, metrics)
     return metrics.get(model.judged_metric)
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """The Hydra task: one run, or one job of a sweep; returns the judged metric (for sweepers)."""
+    """The Hydra task: one run, or one job of a sweep; returns the judged metric (for sweepers).
+
+    The run folder is locked for the job (one writer at a time); SIGTERM anywhere in it ends the run as interrupted,
+    with exit status 143.
+    """
     overrides = list(HydraConfig.get().overrides.task)
-    if cfg.get("resume"):
-        cfg = resumed_config(cfg.resume, overrides)
-        manifest = Manifest.resumed(Path(cfg.paths.output_dir), cfg.seed, overrides)
-    else:
-        manifest = Manifest(Path(cfg.paths.output_dir), cfg.seed, overrides)
-    use_one_wandb_run(cfg, manifest)
-    if in_multirun():  # a failed job is recorded and scored as the worst value; the sweep goes on
-        return run_sweep_job(cfg, manifest, train)
-    try:
-        with manifest.track():
-            return train(cfg)
-    except SIGTERMException:  # Lightning stops gracefully on SIGTERM (after saving, see CheckpointOnInterrupt)
-        sys.exit(128 + signal.SIGTERM)  # and would exit with status 0
+    with stop_on_sigterm() as signals, writing(Path(cfg.paths.output_dir)):
+        if cfg.get("resume"):
+            cfg = resumed_config(cfg.resume, overrides)
+            manifest = Manifest.resumed(Path(cfg.paths.output_dir), cfg.seed, overrides)
+        else:
+            manifest = Manifest(Path(cfg.paths.output_dir), cfg.seed, overrides)
+        use_one_wandb_run(cfg, manifest)
+        if in_multirun():  # a failed job is recorded and scored as the worst value; the sweep goes on
+            return run_sweep_job(cfg, manifest, train, signals)
+        try:
+            with manifest.track():
+                return train(cfg)
+        except (KeyboardInterrupt, SystemExit):
+            if signals.terminated:  # Lightning ends a fit stopped by SIGTERM with status 0, by Ctrl-C with 1
+                sys.exit(SIGTERM_STATUS)
+            raise
+
+
+def writing(run_dir: Path) -> AbstractContextManager[None]:
+    """The run folder's lock, held by the main process only (DDP workers and ranks write through rank 0)."""
+    return run_lock(run_dir) if rank_zero_only.rank == 0 else nullcontext()

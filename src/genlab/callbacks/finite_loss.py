@@ -6,6 +6,7 @@ import pytorch_lightning as pl
 import torch
 
 from genlab.errors import GenlabError
+from genlab.settings import PositiveInt
 
 
 class NonFiniteLossError(GenlabError):
@@ -15,7 +16,7 @@ class NonFiniteLossError(GenlabError):
 class StopOnNonFiniteLoss(pl.Callback):
     """Checks the loss every `every_n_steps` steps (each check waits for the device, so not always every step)."""
 
-    def __init__(self, every_n_steps: int = 1) -> None:
+    def __init__(self, every_n_steps: PositiveInt = 1) -> None:
         self.every_n_steps = every_n_steps
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:

@@ -13,7 +13,22 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from genlab.run_folder import LAST
 from genlab.runs import MODEL_KEY, SPEC_KEY, model_class_name, spec_state
+
+
+def relocate_checkpoint_state(state: dict[str, Any], old: str, new: str) -> None:
+    """A ModelCheckpoint's saved state with every path under `old` moved under `new`."""
+
+    def moved(path: Any) -> Any:
+        return new + path[len(old) :] if isinstance(path, str) and path.startswith(old) else path
+
+    state["dirpath"] = new
+    for field in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if field in state:
+            state[field] = moved(state[field])
+    if isinstance(state.get("best_k_models"), dict):
+        state["best_k_models"] = {moved(path): score for path, score in state["best_k_models"].items()}
 
 
 class RandomState(pl.Callback):
@@ -70,14 +85,32 @@ class CheckpointOnInterrupt(pl.Callback):
             return
         if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.dirpath is None:
             return
-        path = Path(checkpoint.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-        trainer.save_checkpoint(path, weights_only=False)
+        trainer.save_checkpoint(Path(checkpoint.dirpath) / f"{LAST}.ckpt", weights_only=False)
+
+
+def judged_checkpoint(trainer: pl.Trainer, judged_metric: str) -> ModelCheckpoint | None:
+    """The checkpoint callback that keeps the best checkpoint by the model's judged metric, wherever it stands among
+    the callbacks (Lightning's `trainer.checkpoint_callback` is merely the first one)."""
+    return next((c for c in trainer.checkpoint_callbacks if c.monitor == judged_metric), None)
 
 
 class LoadableCheckpoint(pl.Callback):
     """Keeps the model's class and the data's spec (kind, shape, vocabulary, tokenizer) in every checkpoint as plain
     data, so a run folder can be loaded and sampled without its dataset (`genlab.load_run`, `genlab-sample`), and
-    a checkpoint of another kind of model is refused with a clear message."""
+    a checkpoint of another kind of model is refused with a clear message.
+
+    Loading one back (`resume=`), the checkpoint callbacks' saved paths are moved to the folder the run is in now:
+    Lightning keeps them absolute, so a run folder that was moved or copied would otherwise go on from (or evaluate)
+    the files of the folder it came from.
+    """
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        by_key = {callback.state_key: callback for callback in trainer.checkpoint_callbacks}
+        for key, state in checkpoint.get("callbacks", {}).items():
+            callback = by_key.get(key)
+            old, new = state.get("dirpath") if isinstance(state, dict) else None, getattr(callback, "dirpath", None)
+            if old and new and old != new:
+                relocate_checkpoint_state(state, str(old), str(new))
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         checkpoint[MODEL_KEY] = model_class_name(pl_module)

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from annotated_types import Ge
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from genlab.callbacks.media import log_histogram
-from genlab.errors import ConfigError, check
+from genlab.errors import ConfigError
 from genlab.metrics.feature_classifier import FeatureClassifier, load_or_train, require_labels
 from genlab.metrics.inception import InceptionFeatures
+from genlab.settings import PositiveInt
 
-FEATURES = ("classifier", "inception")
+AtLeastTwo = Annotated[int, Ge(2)]
 
 
 class PrecomputedFeatures(nn.Identity):
@@ -46,23 +48,16 @@ class SampleQuality(pl.Callback):
 
     def __init__(
         self,
-        num_real: int = 1000,
-        num_fake: int = 1000,
-        features: str = "classifier",
+        num_real: AtLeastTwo = 1000,
+        num_fake: AtLeastTwo = 1000,
+        features: Literal["classifier", "inception"] = "classifier",
         inception_weights: str | None = None,
-        kid_subset_size: int = 100,
-        every_n_epochs: int = 1,
+        kid_subset_size: AtLeastTwo = 100,
+        every_n_epochs: PositiveInt = 1,
         seed: int = 0,
         cache_dir: str = ".cache/genlab",
-        batch_size: int = 500,
+        batch_size: PositiveInt = 500,
     ) -> None:
-        check(features in FEATURES, f"metrics.features must be one of {list(FEATURES)}, got {features!r}")
-        check(
-            num_real >= 2 and num_fake >= 2, f"metrics.num_real and num_fake must be >= 2, got {num_real}, {num_fake}"
-        )
-        check(kid_subset_size >= 2, f"metrics.kid_subset_size must be >= 2, got {kid_subset_size}")
-        check(every_n_epochs >= 1, f"metrics.every_n_epochs must be >= 1, got {every_n_epochs}")
-        check(batch_size >= 1, f"metrics.batch_size must be >= 1, got {batch_size}")
         self.num_real = num_real
         self.num_fake = num_fake
         self.features = features

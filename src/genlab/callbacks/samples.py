@@ -9,6 +9,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.callbacks.media import log_image, log_text, save_grid
+from genlab.settings import PositiveInt
 
 
 class SampleWriter(pl.Callback):
@@ -19,9 +20,7 @@ class SampleWriter(pl.Callback):
     noise and prompts. Files: `samples/epoch_XXX_<name>.png|txt` over training, `samples/<name>.png|txt` at the end.
     """
 
-    def __init__(self, dirpath: str, every_n_epochs: int = 1, seed: int = 0) -> None:
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+    def __init__(self, dirpath: str, every_n_epochs: PositiveInt = 1, seed: int = 0) -> None:
         self.dirpath = Path(dirpath)
         self.every_n_epochs = every_n_epochs
         self.seed = seed

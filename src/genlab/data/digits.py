@@ -6,6 +6,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from genlab.data.image_datamodule import ImageDataModule, Split, split_off
+from genlab.settings import CountOrFraction
 
 
 class DigitsDataModule(ImageDataModule):
@@ -13,7 +14,7 @@ class DigitsDataModule(ImageDataModule):
 
     name = "digits"
 
-    def __init__(self, test_size: int | float = 0.15, val_size: int | float = 0.1, **kwargs) -> None:
+    def __init__(self, test_size: CountOrFraction = 0.15, val_size: CountOrFraction = 0.1, **kwargs) -> None:
         super().__init__(val_size=val_size, **kwargs)
         self.test_size = test_size
 

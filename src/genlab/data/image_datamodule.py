@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from genlab.data.spec import DataSpec
 from genlab.data.tensor_dataset import InMemoryImages, already_batched
 from genlab.errors import check
+from genlab.settings import CountOrFraction, NonNegativeInt, PositiveInt
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -38,15 +39,13 @@ class ImageDataModule(pl.LightningDataModule, ABC):
 
     def __init__(
         self,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        val_size: int | float = 5000,
+        batch_size: PositiveInt = 128,
+        eval_batch_size: PositiveInt | None = None,
+        val_size: CountOrFraction = 5000,
         split_seed: int = 0,
-        num_workers: int = 0,
+        num_workers: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
-        check(batch_size > 0, f"data.batch_size must be positive, got {batch_size}")
-        check(val_size > 0, f"data.val_size must be positive, got {val_size}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.val_size = val_size

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
+from genlab.cache import cached
 from genlab.data.image_datamodule import ImageDataModule, Split, split_off
-from genlab.errors import ConfigError, DataError
+from genlab.errors import DataError
+from genlab.settings import CountOrFraction
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -28,17 +31,13 @@ class ImageFolderDataModule(ImageDataModule):
         self,
         path: str,
         cache_dir: str,
-        image_size: int = 64,
-        channels: int = 3,
-        test_size: int | float = 0.05,
-        val_size: int | float = 0.05,
+        image_size: Annotated[int, Ge(4)] = 64,
+        channels: Literal[1, 3] = 3,
+        test_size: CountOrFraction = 0.05,
+        val_size: CountOrFraction = 0.05,
         **kwargs,
     ) -> None:
         super().__init__(val_size=val_size, **kwargs)
-        if channels not in (1, 3):
-            raise ConfigError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels}")
-        if image_size < 4:
-            raise ConfigError(f"data.image_size must be at least 4, got {image_size}")
         self.path = Path(path).expanduser()
         self.cache_dir = Path(cache_dir).expanduser()
         self.image_size = image_size
@@ -80,13 +79,11 @@ class ImageFolderDataModule(ImageDataModule):
 
     def load(self) -> tuple[Split, Split]:
         files = self._files()
-        cache_file = self._cache_file(files)
-        try:
-            images, labels = torch.load(cache_file, weights_only=True)
-        except Exception:  # no cache yet, or an unreadable one (any error torch.load gives): rebuild it
-            images, labels = self._decode(files)
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache_file.with_suffix(f".{os.getpid()}.tmp")  # processes of one DDP job may decode at once
-            torch.save((images, labels), partial)
-            partial.replace(cache_file)
+        images, labels = cached(
+            self._cache_file(files),
+            build=lambda: self._decode(files),
+            load=lambda path: torch.load(path, weights_only=True),
+            save=lambda split, path: torch.save(split, path),
+            what="decoded image folder",
+        ).value
         return split_off((images, labels), self.test_size, self.split_seed + 1)

@@ -7,22 +7,25 @@ non-overlapping windows, every token predicted once.
 
 from __future__ import annotations
 
-import os
 import sysconfig
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated, Literal
 
 import pytorch_lightning as pl
 import torch
+from annotated_types import Gt, Lt
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from genlab.data.spec import DataSpec
 from genlab.data.tensor_dataset import already_batched
 from genlab.data.tokenizers import Tokenizer, train_tokenizer
-from genlab.errors import ConfigError, DataError, check
+from genlab.errors import DataError, check
+from genlab.files import write_bytes_atomically
+from genlab.settings import NonNegativeInt, PositiveInt, UnitFraction
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
@@ -80,24 +83,20 @@ class TextDataModule(pl.LightningDataModule, ABC):
     def __init__(
         self,
         cache_dir: str,
-        block_size: int = 256,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        tokenizer: str = "char",
-        vocab_size: int = 1024,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.0,
-        val_batches: int = 20,
-        steps_per_epoch: int = 250,
+        block_size: PositiveInt = 256,
+        batch_size: PositiveInt = 64,
+        eval_batch_size: PositiveInt | None = None,
+        tokenizer: Literal["char", "byte", "bpe"] = "char",
+        vocab_size: PositiveInt = 1024,
+        val_fraction: Annotated[float, Gt(0), Lt(1)] = 0.1,
+        test_fraction: UnitFraction = 0.0,
+        val_batches: PositiveInt = 20,
+        steps_per_epoch: PositiveInt = 250,
         split_seed: int = 0,
-        num_workers: int = 0,
+        num_workers: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
-        check(block_size > 0, f"data.block_size must be positive, got {block_size}")
-        check(batch_size > 0, f"data.batch_size must be positive, got {batch_size}")
-        check(0 < val_fraction < 1, f"data.val_fraction must be in (0, 1), got {val_fraction}")
-        check(0 <= test_fraction < 1 - val_fraction, f"data.test_fraction={test_fraction} leaves no training text")
-        check(val_batches > 0 and steps_per_epoch > 0, "data.val_batches and data.steps_per_epoch must be positive")
+        check(test_fraction < 1 - val_fraction, f"data.test_fraction={test_fraction} leaves no training text")
         self.cache_dir = Path(cache_dir).expanduser()
         self.block_size = block_size
         self.batch_size = batch_size
@@ -124,6 +123,8 @@ class TextDataModule(pl.LightningDataModule, ABC):
             return
         self.prepare_data()  # the vocabulary is needed before the Trainer exists, so fetch the corpus now
         text = self.read_text()
+        if not text.strip():
+            raise DataError(f"data={self.name} has no text to learn from; check the file (data.path) or folder")
         n = len(text)
         val_start = int(n * (1 - self.val_fraction - self.test_fraction))
         test_start = int(n * (1 - self.test_fraction))
@@ -134,13 +135,15 @@ class TextDataModule(pl.LightningDataModule, ABC):
         self.tokens = {
             split: torch.tensor(self.tokenizer.encode(part), dtype=torch.long) for split, part in parts.items() if part
         }
-        self.tokens_per_char = len(self.tokens["val"]) / len(parts["val"])
-        for split in ("train", "val"):
-            if len(self.tokens[split]) <= self.block_size + 1:
+        # Every split read whole windows of block_size + 1 tokens (test only when it has text of its own).
+        for split in ("train", "val", "test") if self.test_fraction > 0 else ("train", "val"):
+            count = len(self.tokens.get(split, ()))
+            if count <= self.block_size + 1:
                 raise DataError(
                     f"data.block_size={self.block_size} is larger than the {split} text "
-                    f"({len(self.tokens[split])} tokens); lower data.block_size or use more text"
+                    f"({count} tokens); lower data.block_size or use more text"
                 )
+        self.tokens_per_char = len(self.tokens["val"]) / len(parts["val"])
 
     @property
     def spec(self) -> DataSpec:
@@ -212,10 +215,7 @@ class ShakespeareDataModule(TextDataModule):
                 f"access, copy char-rnn's tinyshakespeare/input.txt there, or point GENLAB_DATA_DIR at a folder "
                 f"holding shakespeare/input.txt"
             ) from None
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.file.with_suffix(f".{os.getpid()}.tmp")  # DDP processes may race to fetch it
-        partial.write_bytes(content)
-        partial.replace(self.file)
+        write_bytes_atomically(self.file, content)  # DDP processes may race to fetch it
 
     def read_text(self) -> str:
         if not self.file.exists():
@@ -224,6 +224,17 @@ class ShakespeareDataModule(TextDataModule):
                 f"GENLAB_DATA_DIR at a folder holding shakespeare/input.txt, or allow data.download=true"
             )
         return self.file.read_text(encoding="utf-8")
+
+
+def read_utf8(path: Path) -> str:
+    """A text file's content; a file that is not UTF-8 text (a binary file, another encoding) is one line."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"data.path={path} is not UTF-8 text (byte {exc.start} cannot be decoded); give a text file, "
+            f"or convert it with e.g. iconv -t utf-8"
+        ) from None
 
 
 class TextFileDataModule(TextDataModule):
@@ -238,7 +249,7 @@ class TextFileDataModule(TextDataModule):
 
     def read_text(self) -> str:
         if self.path.is_file():
-            return self.path.read_text(encoding="utf-8")
+            return read_utf8(self.path)
         if not self.path.is_dir():
             raise DataError(f"data.path={self.path} is neither a file nor a folder; set data.path to your text")
         files = sorted(p for p in self.path.rglob("*") if p.is_file() and p.suffix in self.extensions)
@@ -256,10 +267,8 @@ class PythonSourceDataModule(TextDataModule):
 
     name = "python_source"
 
-    def __init__(self, max_chars: int = 2_000_000, **kwargs) -> None:
+    def __init__(self, max_chars: PositiveInt = 2_000_000, **kwargs) -> None:
         super().__init__(**kwargs)
-        if max_chars <= 0:
-            raise ConfigError(f"data.max_chars must be positive, got {max_chars}")
         self.max_chars = max_chars
 
     def read_text(self) -> str:

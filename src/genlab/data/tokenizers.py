@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from genlab.cache import cached
 from genlab.errors import ConfigError, DataError
 
 TOKENIZERS = ("char", "byte", "bpe")
@@ -94,21 +94,24 @@ class BPETokenizer:
         if vocab_size <= 256:
             raise ConfigError(f"data.vocab_size={vocab_size} must exceed the 256 byte symbols of byte-level BPE")
         key = hashlib.sha256(f"{vocab_size}:".encode() + text.encode("utf-8")).hexdigest()[:20]
-        cached = cache_dir / "bpe" / f"{key}.json"
-        if cached.exists():
-            return cls(cached.read_text())
-        tokenizer = HFTokenizer(models.BPE())
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tokenizer.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-        )
-        tokenizer.train_from_iterator([text], trainer=trainer)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(f".{os.getpid()}.tmp")  # processes of one DDP job may train it at once
-        partial.write_text(tokenizer.to_str())
-        partial.replace(cached)
-        return cls(cached.read_text())
+
+        def build() -> BPETokenizer:
+            tokenizer = HFTokenizer(models.BPE())
+            tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            tokenizer.decoder = decoders.ByteLevel()
+            trainer = trainers.BpeTrainer(
+                vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+            )
+            tokenizer.train_from_iterator([text], trainer=trainer)
+            return cls(tokenizer.to_str())
+
+        def load(path: Path) -> BPETokenizer:
+            return cls(path.read_text(encoding="utf-8"))
+
+        def save(tokenizer: BPETokenizer, path: Path) -> None:
+            path.write_text(tokenizer.tokenizer_json, encoding="utf-8")
+
+        return cached(cache_dir / "bpe" / f"{key}.json", build, load, save, "BPE tokenizer").value
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids

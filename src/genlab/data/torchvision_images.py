@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torchvision import datasets
 
 from genlab.data.image_datamodule import ImageDataModule, Split
-from genlab.errors import ConfigError, DataError
+from genlab.errors import DataError
 
 # name -> (torchvision class, shape, folder under data_dir that holds the files)
 DATASETS: dict[str, tuple[type, tuple[int, int, int], str]] = {
@@ -28,10 +29,10 @@ def _as_uint8_nchw(data: torch.Tensor | np.ndarray) -> torch.Tensor:
 class TorchvisionDataModule(ImageDataModule):
     """One of torchvision's classic image datasets; its official test split, a seeded validation split."""
 
-    def __init__(self, dataset: str, data_dir: str, download: bool = True, **kwargs) -> None:
+    def __init__(
+        self, dataset: Literal["mnist", "fashion_mnist", "cifar10"], data_dir: str, download: bool = True, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
-        if dataset not in DATASETS:
-            raise ConfigError(f"data.dataset={dataset!r} is not one of {sorted(DATASETS)}")
         self.name = dataset
         self.dataset_class, self._shape, subfolder = DATASETS[dataset]
         self.data_dir = Path(data_dir).expanduser()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genlab.cache import cached
 from genlab.data.spec import DataSpec
 from genlab.data.tensor_dataset import InMemoryImages
 from genlab.errors import ConfigError
@@ -128,31 +128,6 @@ def accuracy(net: FeatureClassifier, split: InMemoryImages, batch_size: int = 10
     return correct / len(split)
 
 
-def _load(path: Path, channels: int, num_classes: int) -> tuple[FeatureClassifier, float] | None:
-    """The cached net and accuracy, or None when the file is missing or unreadable (then it is retrained)."""
-    if not path.is_file():
-        return None
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-        net = FeatureClassifier(channels, num_classes)
-        net.load_state_dict(content["state_dict"])
-        return net.eval().requires_grad_(False), float(content["accuracy"])
-    except Exception as exc:  # a truncated or foreign file: retraining costs seconds, failing the run would not help
-        log.warning("feature classifier cache %s is unreadable (%s); retraining it", path, exc)
-        return None
-
-
-def _save(path: Path, net: FeatureClassifier, acc: float) -> None:
-    """Write to a temporary file beside the target, then rename: concurrent runs never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save({"state_dict": net.state_dict(), "accuracy": acc, "arch": ARCH_VERSION}, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def require_labels(spec: DataSpec) -> None:
     """The classifier learns the data's labels: unlabelled data needs Inception features instead."""
     if spec.num_classes is None:
@@ -172,12 +147,21 @@ def load_or_train(
 ) -> LoadedClassifier:
     """The feature classifier of this data: from the cache, else trained on `train`, scored on `test` and cached."""
     require_labels(spec)
-    path = cache_path(cache_dir, spec, train)
-    channels = spec.shape[0]
-    cached = _load(path, channels, spec.num_classes)
-    if cached is not None:
-        return LoadedClassifier(cached[0].to(device), cached[1], path, trained=False)
-    net = train_classifier(train, spec.num_classes, seed=seed, device=device)
-    acc = accuracy(net, test)
-    _save(path, net, acc)
-    return LoadedClassifier(net, acc, path, trained=True)
+    channels, num_classes = spec.shape[0], spec.num_classes
+
+    def build() -> tuple[FeatureClassifier, float]:
+        net = train_classifier(train, num_classes, seed=seed, device=device)
+        return net, accuracy(net, test)
+
+    def load(path: Path) -> tuple[FeatureClassifier, float]:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+        net = FeatureClassifier(channels, num_classes)
+        net.load_state_dict(content["state_dict"])
+        return net.eval().requires_grad_(False), float(content["accuracy"])
+
+    def save(value: tuple[FeatureClassifier, float], path: Path) -> None:
+        torch.save({"state_dict": value[0].state_dict(), "accuracy": value[1], "arch": ARCH_VERSION}, path)
+
+    entry = cached(cache_path(cache_dir, spec, train), build, load, save, "feature classifier")
+    net, acc = entry.value
+    return LoadedClassifier(net.to(device), acc, entry.path, trained=entry.built)

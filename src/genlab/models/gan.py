@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from genlab.data.spec import DataSpec
-from genlab.errors import check
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
-from genlab.models.gan_losses import LOSSES, discriminator_loss, generator_loss, gradient_penalty, r1_penalty
+from genlab.models.gan_losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
+from genlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, UnitFraction
 
 
 def gradient_norm(parameters: Iterable[nn.Parameter]) -> torch.Tensor:
@@ -81,27 +81,17 @@ class GAN(GenerativeModel):
         discriminator_optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         discriminator_scheduler: SchedulerFactory | None = None,
-        scheduler_interval: str = "epoch",
-        latent_dim: int = 64,
-        loss: str = "nonsaturating",
-        n_critic: int = 1,
-        gp_weight: float = 10.0,
-        r1_weight: float = 0.0,
-        ema_decay: float = 0.999,
-        gradient_clip_val: float | None = None,
+        scheduler_interval: Literal["step", "epoch"] = "epoch",
+        latent_dim: PositiveInt = 64,
+        loss: Literal["nonsaturating", "hinge", "wgan_gp"] = "nonsaturating",
+        n_critic: PositiveInt = 1,
+        gp_weight: NonNegativeFloat = 10.0,
+        r1_weight: NonNegativeFloat = 0.0,
+        ema_decay: UnitFraction = 0.999,
+        gradient_clip_val: PositiveFloat | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         spec.require_kind("image", "GAN")
-        check(loss in LOSSES, f"model.loss={loss!r} is not a GAN loss; choose one of {list(LOSSES)}")
-        check(n_critic >= 1, f"model.n_critic must be >= 1 (discriminator steps per generator step), got {n_critic}")
-        check(gp_weight >= 0, f"model.gp_weight must be >= 0, got {gp_weight}")
-        check(r1_weight >= 0, f"model.r1_weight must be >= 0 (0 = no R1 penalty), got {r1_weight}")
-        check(0 <= ema_decay < 1, f"model.ema_decay must be in [0, 1) (0 = no EMA), got {ema_decay}")
-        check(latent_dim > 0, f"model.latent_dim must be positive, got {latent_dim}")
-        check(
-            gradient_clip_val is None or gradient_clip_val > 0,
-            f"model.gradient_clip_val must be positive or null, got {gradient_clip_val}",
-        )
         self.automatic_optimization = False
         self.spec = spec
         self.latent_dim = latent_dim

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -12,8 +12,8 @@ from torchmetrics import MeanMetric
 
 from genlab.data.spec import DataSpec
 from genlab.data.tokenizers import Tokenizer, tokenizer_from_state
-from genlab.errors import check
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
+from genlab.settings import NonNegativeFloat, PositiveInt
 
 
 class TransformerLM(GenerativeModel):
@@ -33,18 +33,16 @@ class TransformerLM(GenerativeModel):
         net: Callable[..., nn.Module],
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
-        scheduler_interval: str = "step",
-        weight_decay: float = 0.1,
+        scheduler_interval: Literal["step", "epoch"] = "step",
+        weight_decay: NonNegativeFloat = 0.1,
         compile: bool = False,
         sample_prompts: Sequence[str] = ("\n",),
-        sample_tokens: int = 200,
-        sample_temperature: float = 0.8,
-        sample_top_k: int | None = None,
+        sample_tokens: PositiveInt = 200,
+        sample_temperature: NonNegativeFloat = 0.8,
+        sample_top_k: PositiveInt | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         spec.require_kind("text", "TransformerLM")
-        check(weight_decay >= 0, f"model.weight_decay must be >= 0, got {weight_decay}")
-        check(sample_tokens > 0, f"model.sample_tokens must be positive, got {sample_tokens}")
         self.spec = spec
         self.tokenizer: Tokenizer = spec.tokenizer
         self.tokens_per_char = spec.tokens_per_char or 1.0

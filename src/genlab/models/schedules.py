@@ -8,16 +8,17 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from genlab.errors import check
+from genlab.settings import NonNegativeFloat, NonNegativeInt, PositiveInt
 
 
 def warmup_cosine(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, decay_steps: int, min_lr: float
+    optimizer: torch.optim.Optimizer, warmup_steps: NonNegativeInt, decay_steps: PositiveInt, min_lr: NonNegativeFloat
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up to the optimizer's lr over `warmup_steps`, cosine decay to `min_lr` at `decay_steps`, then flat.
 
     nanoGPT's schedule; `min_lr` is absolute (nanoGPT: lr 1e-3 decaying to 1e-4).
     """
-    check(0 <= warmup_steps <= decay_steps, f"need 0 <= warmup_steps <= decay_steps, got {warmup_steps}, {decay_steps}")
+    check(warmup_steps <= decay_steps, f"need warmup_steps <= decay_steps, got {warmup_steps}, {decay_steps}")
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     check(all(min_lr <= lr for lr in base_lrs), f"min_lr={min_lr} exceeds the optimizer's lr {max(base_lrs)}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn
@@ -13,7 +14,6 @@ from genlab.data.spec import DataSpec
 from genlab.errors import check
 from genlab.metrics.active_units import ActiveUnits
 from genlab.metrics.likelihood import (
-    LIKELIHOODS,
     bits_per_dim,
     gaussian_kl,
     gaussian_log_prob,
@@ -21,6 +21,7 @@ from genlab.metrics.likelihood import (
     log_likelihood,
 )
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
+from genlab.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 #: Decoded images per chunk when drawing many importance samples, to bound memory.
 IWAE_IMAGES_PER_CHUNK = 8192
@@ -43,27 +44,18 @@ class VAE(GenerativeModel):
         net: Callable[..., nn.Module],
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
-        scheduler_interval: str = "epoch",
-        latent_dim: int = 16,
-        likelihood: str = "bernoulli",
-        gaussian_scale: float | str = "learned",
-        beta: float = 1.0,
-        kl_warmup_steps: int = 0,
-        free_bits: float = 0.0,
-        eval_iwae_k: int = 100,
-        active_unit_threshold: float = 0.01,
+        scheduler_interval: Literal["step", "epoch"] = "epoch",
+        latent_dim: PositiveInt = 16,
+        likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
+        gaussian_scale: PositiveFloat | Literal["learned"] = "learned",
+        beta: NonNegativeFloat = 1.0,
+        kl_warmup_steps: NonNegativeInt = 0,
+        free_bits: NonNegativeFloat = 0.0,
+        eval_iwae_k: NonNegativeInt = 100,
+        active_unit_threshold: NonNegativeFloat = 0.01,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         spec.require_kind("image", "VAE")
-        check(likelihood in LIKELIHOODS, f"model.likelihood={likelihood!r} is not one of {list(LIKELIHOODS)}")
-        check(beta >= 0, f"model.beta must be >= 0 (the weight of the KL term), got {beta}")
-        check(kl_warmup_steps >= 0, f"model.kl_warmup_steps must be >= 0, got {kl_warmup_steps}")
-        check(free_bits >= 0, f"model.free_bits must be >= 0 (nats per latent dimension), got {free_bits}")
-        check(eval_iwae_k >= 0, f"model.eval_iwae_k must be >= 0 (0 disables the IWAE bound), got {eval_iwae_k}")
-        check(
-            gaussian_scale == "learned" or (isinstance(gaussian_scale, int | float) and gaussian_scale > 0),
-            f"model.gaussian_scale must be 'learned' or a positive number, got {gaussian_scale!r}",
-        )
         if likelihood == "bernoulli":
             check(
                 tuple(spec.value_range) == (0.0, 1.0),
@@ -186,18 +178,26 @@ class VAE(GenerativeModel):
         z = torch.randn((n, self.latent_dim), generator=generator).to(self.device)
         return self.mean_image(self.decode(z))
 
+    #: The reconstructions need real images: genlab-sample loads a test batch for them when the data is there.
+    grids_use_real_images = True
+
     @torch.no_grad()
-    def image_grids(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, tuple[torch.Tensor, int]]:
-        x = batch[:32].to(self.device)
-        mu = self.encode(x)[0]
-        reconstructions = self.mean_image(self.decode(mu))
-        pairs = min(8, len(x) // 2)
-        steps = 10
-        z_from, z_to = mu[:pairs], mu[pairs : 2 * pairs]
+    def image_grids(
+        self, batch: torch.Tensor | None, generator: torch.Generator
+    ) -> dict[str, tuple[torch.Tensor, int]]:
+        """Samples; reconstructions of `batch`; a linear path in latent space between the codes of pairs of its
+        images (between prior draws when there is no batch: sampling needs no data)."""
+        pairs, steps = 8, 10
+        grids = {"samples": (self.sample(64, generator), 8)}
+        if batch is None:
+            ends = torch.randn((2 * pairs, self.latent_dim), generator=generator).to(self.device)
+        else:
+            x = batch[:32].to(self.device)
+            mu = self.encode(x)[0]
+            grids["reconstructions"] = (torch.stack([x, self.mean_image(self.decode(mu))], 1).flatten(0, 1), 8)
+            pairs = min(pairs, len(x) // 2)
+            ends = mu
         t = torch.linspace(0, 1, steps, device=self.device).view(1, steps, 1)
-        path = (1 - t) * z_from.unsqueeze(1) + t * z_to.unsqueeze(1)
-        return {
-            "reconstructions": (torch.stack([x, reconstructions], 1).flatten(0, 1), 8),
-            "samples": (self.sample(64, generator), 8),
-            "interpolation": (self.mean_image(self.decode(path.flatten(0, 1))), steps),
-        }
+        path = (1 - t) * ends[:pairs].unsqueeze(1) + t * ends[pairs : 2 * pairs].unsqueeze(1)
+        grids["interpolation"] = (self.mean_image(self.decode(path.flatten(0, 1))), steps)
+        return grids

@@ -8,6 +8,7 @@ from itertools import pairwise
 from torch import nn
 
 from genlab.errors import ConfigError
+from genlab.settings import PositiveInt, Sizes
 
 
 class ConvEncoderDecoder(nn.Module):
@@ -22,22 +23,18 @@ class ConvEncoderDecoder(nn.Module):
         self,
         shape: Sequence[int],
         latent_dim: int,
-        channels: Sequence[int] = (32, 64),
-        out_per_latent: int = 2,
+        channels: Sizes = (32, 64),
+        out_per_latent: PositiveInt = 2,
     ) -> None:
         super().__init__()
         in_channels, height, width = shape
         factor = 2 ** len(channels)
-        if not channels or any(c <= 0 for c in channels):
-            raise ConfigError(f"model.net.channels must be a non-empty list of positive sizes, got {channels}")
         if height % factor or width % factor:
             raise ConfigError(
                 f"model/net=conv halves the image {len(channels)} times (model.net.channels={list(channels)}), "
                 f"but {height}x{width} images do not divide by {factor}; use fewer channels entries, "
                 f"model/net=mlp, or resize the data"
             )
-        if latent_dim <= 0:
-            raise ConfigError(f"model.latent_dim must be positive, got {latent_dim}")
         inner = (channels[-1], height // factor, width // factor)
         inner_size = inner[0] * inner[1] * inner[2]
 

@@ -10,10 +10,10 @@ from typing import Literal
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as with_spectral_norm
 
-from genlab.errors import ConfigError, check
+from genlab.errors import ConfigError
+from genlab.settings import PositiveInt, Sizes
 
 Norm = Literal["batch", "layer", "none"]
-NORMS = ("batch", "layer", "none")
 
 
 def upsamplings_for(side: int) -> int:
@@ -54,7 +54,7 @@ class DCGAN(nn.Module):
         self,
         shape: Sequence[int],
         latent_dim: int,
-        width: int = 64,
+        width: PositiveInt = 64,
         d_norm: Norm = "batch",
         spectral_norm: bool = False,
     ) -> None:
@@ -66,8 +66,6 @@ class DCGAN(nn.Module):
                 f"model/net=dcgan needs square images whose side halves at least once to 4 px or more "
                 f"(e.g. 8, 28, 32, 64), but the data gives {height}x{side}; use model/net=mlp_gan or resize the data"
             )
-        check(width > 0, f"model.net.width must be positive, got {width}")
-        check(d_norm in NORMS, f"model.net.d_norm={d_norm!r} is not one of {list(NORMS)}")
         start = side // 2**levels
         widths = [width * 2**level for level in reversed(range(levels))]  # coarse to fine
 
@@ -113,12 +111,10 @@ class MLPGAN(nn.Module):
         self,
         shape: Sequence[int],
         latent_dim: int,
-        hidden_dims: Sequence[int] = (256, 256),
+        hidden_dims: Sizes = (256, 256),
         spectral_norm: bool = False,
     ) -> None:
         super().__init__()
-        if not hidden_dims or any(h <= 0 for h in hidden_dims):
-            raise ConfigError(f"model.net.hidden_dims must be a non-empty list of positive sizes, got {hidden_dims}")
         image_size = shape[0] * shape[1] * shape[2]
 
         up: list[nn.Module] = []

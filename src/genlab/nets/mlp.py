@@ -8,7 +8,7 @@ from itertools import pairwise
 
 from torch import nn
 
-from genlab.errors import ConfigError
+from genlab.settings import PositiveInt, Sizes
 
 
 def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -33,14 +33,10 @@ class MLPEncoderDecoder(nn.Module):
         self,
         shape: Sequence[int],
         latent_dim: int,
-        hidden_dims: Sequence[int] = (512, 256),
-        out_per_latent: int = 2,
+        hidden_dims: Sizes = (512, 256),
+        out_per_latent: PositiveInt = 2,
     ) -> None:
         super().__init__()
-        if not hidden_dims or any(h <= 0 for h in hidden_dims):
-            raise ConfigError(f"model.net.hidden_dims must be a non-empty list of positive sizes, got {hidden_dims}")
-        if latent_dim <= 0:
-            raise ConfigError(f"model.latent_dim must be positive, got {latent_dim}")
         data_dim = math.prod(shape)
         hidden = list(hidden_dims)
         self.encoder = nn.Sequential(nn.Flatten(), mlp([data_dim, *hidden, out_per_latent * latent_dim]))

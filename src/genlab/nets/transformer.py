@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.errors import ConfigError
+from genlab.settings import PositiveInt, UnitFraction
 
 
 class KVCache:
@@ -130,24 +131,18 @@ class GPT(nn.Module):
         self,
         vocab_size: int,
         block_size: int,
-        n_layer: int = 4,
-        n_head: int = 4,
-        n_embd: int = 128,
-        dropout: float = 0.0,
+        n_layer: PositiveInt = 4,
+        n_head: PositiveInt = 4,
+        n_embd: PositiveInt = 128,
+        dropout: UnitFraction = 0.0,
         bias: bool = True,
     ) -> None:
         super().__init__()
-        sizes = {"vocab_size": vocab_size, "block_size": block_size, "n_layer": n_layer, "n_head": n_head}
-        for name, value in {**sizes, "n_embd": n_embd}.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"model.net.{name} must be a positive integer, got {value!r}")
         if n_embd % n_head:
             raise ConfigError(
                 f"model.net.n_embd={n_embd} is not divisible by model.net.n_head={n_head}; "
                 f"each head gets n_embd / n_head dimensions, so pick n_embd as a multiple of n_head"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.net.dropout must be in [0, 1), got {dropout}")
         self.vocab_size = vocab_size
         self.block_size = block_size
         self.n_layer = n_layer

@@ -40,14 +40,17 @@ def test_every_group_option_composes_and_resolves(compose_config, override: str)
     resolved = OmegaConf.to_container(job, resolve=True, throw_on_missing=True)
     assert resolved["model"]["_target_"].startswith("genlab.models.")
     assert resolved["callbacks"] is None or isinstance(resolved["callbacks"], dict)
+    from genlab.training import check_config
+
+    check_config(job)  # every option's values fit the signatures of what they build
 
 
 @pytest.mark.parametrize("debug", options("debug"))
 @pytest.mark.parametrize("model", options("model"))
 def test_every_debug_config_fits_every_model(compose_config, debug: str, model: str) -> None:
-    from genlab.training import check_model_settings
+    from genlab.training import check_config
 
-    check_model_settings(compose_config(f"model={model}", f"debug={debug}"))
+    check_config(compose_config(f"model={model}", f"debug={debug}"))
 
 
 def test_every_group_has_options() -> None:

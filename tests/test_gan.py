@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import functools
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -86,16 +87,20 @@ def test_dcgan_refuses_shapes_it_cannot_take(shape) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("overrides", "message"),
     [
-        ({"loss": "wasserstein"}, "model.loss='wasserstein' is not a GAN loss"),
-        ({"n_critic": 0}, "model.n_critic must be >= 1"),
-        ({"ema_decay": 1.0}, "model.ema_decay must be in"),
+        (["model.loss=wasserstein"], "model.loss='wasserstein' is not allowed: expected one of 'nonsaturating'"),
+        (["model.n_critic=0"], "model.n_critic=0 is not allowed: expected an integer > 0"),
+        (["model.ema_decay=1.0"], "model.ema_decay=1.0 is not allowed: expected a number >= 0 and < 1"),
+        (["model.net.width=0"], "model.net.width=0 is not allowed: expected an integer > 0"),
+        (["model.net.d_norm=instance"], "model.net.d_norm='instance' is not allowed: expected one of 'batch'"),
     ],
 )
-def test_bad_settings_fail_at_construction(kwargs: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        digits_gan(**kwargs)
+def test_bad_settings_are_refused_before_anything_is_built(compose_config, overrides: list, message: str) -> None:
+    from genlab.training import check_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_config(compose_config("model=gan", *overrides))
 
 
 def test_a_vae_net_or_text_data_is_refused() -> None:
@@ -232,8 +237,8 @@ def test_bf16_mixed_and_ddp_runs_finish_with_finite_losses(genlab_train) -> None
 @pytest.mark.parametrize(
     ("overrides", "line"),
     [
-        (["model.loss=wasserstein"], "model.loss='wasserstein' is not a GAN loss; choose one of"),
-        (["model.n_critic=0"], "model.n_critic must be >= 1 (discriminator steps per generator step), got 0"),
+        (["model.loss=wasserstein"], "model.loss='wasserstein' is not allowed: expected one of 'nonsaturating', "),
+        (["model.n_critic=0"], "model.n_critic=0 is not allowed: expected an integer > 0"),
         (["metrics=none"], "model=GAN is judged by val/fid, which metrics=none turns off; keep metrics=sample_quality"),
         (["metrics.every_n_epochs=2"], "checkpoints select by val/fid, so it is needed every validation epoch"),
         (

@@ -158,7 +158,10 @@ def test_transformer_bf16_and_ddp(genlab_train, extra) -> None:
 LM_BAD_INPUTS = {
     "n_embd not divisible by n_head": ([*TINY_LM, "model.net.n_embd=18", "model.net.n_head=4"], "is not divisible by"),
     "block size larger than the validation text": ([*TINY_LM, "data.block_size=200000"], "is larger than the val text"),
-    "missing corpus offline": ([*TINY_LM, "paths.data_dir=${hydra:runtime.cwd}/empty"], "could not be downloaded"),
+    "missing corpus, downloads off": (
+        [*TINY_LM, "paths.data_dir=${hydra:runtime.cwd}/empty", "data.download=false"],
+        "tiny Shakespeare is not at",
+    ),
     "image model on text": (["model=vae"], "VAE models image data, but data=shakespeare gives text data"),
     "text model on images": (["model=transformer", "data=digits"], "TransformerLM models text data"),
     "text net in an image model": (["model=vae", "model/net=gpt", "data=digits"], "GPT (model/net) is made for text"),

@@ -18,7 +18,7 @@ from inprocess import Result, call_entrypoint, console_script
 from omegaconf import OmegaConf
 
 import genlab
-from genlab.checkpoints import AtomicCheckpointIO
+from genlab.checkpoints import RunCheckpointIO
 from genlab.errors import ConfigError
 from genlab.sample import main as sample_main
 
@@ -213,7 +213,7 @@ def test_eval_reproduces_the_run_metrics(folder: Folder, run_fixture: str, reque
     evaluated = metrics(run_dir, "eval.json")
     assert numbers(evaluated) == numbers(metrics(run_dir))
     assert evaluated["checkpoint"] == metrics(run_dir)["checkpoint"] and evaluated["overrides"] == []
-    assert "val/" in process.stdout and "eval.json" in process.stdout
+    assert "val/" in process.stdout and "evals/" in process.stdout
 
 
 def test_eval_applies_settings_of_the_run_config(folder: Folder, vae_run: Path) -> None:
@@ -260,12 +260,12 @@ def test_sample_writes_text_without_the_corpus(folder: Folder) -> None:
     corpus.unlink()  # the checkpoint carries the tokenizer and the data spec
     arguments = [f"run={run_dir}", "n=2", "prompt='def f'", "max_new_tokens=20", "top_k=5", "top_p=0.9"]
     folder.command(GENLAB_SAMPLE, *arguments)
-    folder.command(GENLAB_SAMPLE, *arguments, "out=again")
+    folder.command(GENLAB_SAMPLE, *arguments, "out=text_again")
 
     for i in range(2):
         text = (run_dir / "generated" / f"text_{i:03d}.txt").read_text()
         assert text.startswith("def f") and len(text) == len("def f") + 20  # one character per token (char)
-        assert text == (folder.root / "again" / f"text_{i:03d}.txt").read_text()
+        assert text == (folder.root / "text_again" / f"text_{i:03d}.txt").read_text()
     assert (run_dir / "generated" / "text_000.txt").read_text() != (run_dir / "generated" / "text_001.txt").read_text()
 
 
@@ -362,7 +362,7 @@ def test_checkpoints_that_do_not_load_as_plain_data_or_do_not_fit(vae_run: Path,
 
 def test_checkpoint_write_that_fails_leaves_the_previous_file(tmp_path: Path) -> None:
     path = tmp_path / "last.ckpt"
-    io = AtomicCheckpointIO()
+    io = RunCheckpointIO()
     io.save_checkpoint({"state_dict": {"w": torch.ones(2)}}, path)
     good = path.read_bytes()
 

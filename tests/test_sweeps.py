@@ -143,13 +143,13 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     # The sweep ran every job, said which failed and why, and exits 1 for it.
     assert sweep.process.returncode == 1, sweep.process.stderr[-3000:]
     assert "genlab-train: job 0 failed" in sweep.process.stderr
-    assert "model.beta must be >= 0" in sweep.process.stderr
+    assert "model.beta=-1 is not allowed: expected a number >= 0" in sweep.process.stderr
     statuses = [sweep.json(job, "manifest.json")["status"] for job in sweep.jobs]
     assert statuses == ["failed", "completed", "completed"]
     assert all((job / "metrics.json").is_file() for job in sweep.jobs[1:])
     summary = sweep.summary
     assert summary["failed"] == 1 and summary["jobs"] == 3
-    assert "ConfigError: model.beta must be >= 0" in summary["runs"][0]["error"]
+    assert "ConfigError: model.beta=-1 is not allowed" in summary["runs"][0]["error"]
     assert "2 of 3 jobs completed" in sweep.process.stdout
 
     result = compare(sweep.dir)
@@ -160,7 +160,7 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     assert (failed_row.n, len(failed_row.failed)) == (0, 1)
     assert not failed_row.best and sum(row.best for row in table.rows) == 1
     markdown = (sweep.dir / "comparison.md").read_text()
-    assert "## Runs that did not complete" in markdown and "model.beta must be >= 0" in markdown
+    assert "## Runs that did not complete" in markdown and "model.beta=-1 is not allowed" in markdown
 
 
 def test_a_sweep_can_keep_exit_status_0_when_jobs_fail(tmp_path: Path) -> None:

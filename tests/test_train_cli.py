@@ -78,10 +78,10 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 BAD_INPUTS = {
-    "unknown config key": (["model.latnt_dim=3"], "Could not override 'model.latnt_dim'"),
+    "unknown config key": (["model.latnt_dim=3"], "Could not override 'model.latnt_dim': no such setting"),
     "unknown group option": (["model=vea"], "Could not find 'model/vea'"),
     "missing dataset offline": (
-        ["data=mnist", "paths.data_dir=${hydra:runtime.cwd}/empty"],
+        ["data=mnist", "paths.data_dir=${hydra:runtime.cwd}/empty", "data.download=false"],
         "mnist is not in",
     ),
     "conv net on a shape it cannot take": (
@@ -90,12 +90,12 @@ BAD_INPUTS = {
     ),
     "mlp net without layers": (
         ["model/net=mlp", "model.net.hidden_dims=[]"],
-        "model.net.hidden_dims must be",
+        "model.net.hidden_dims=[] is not allowed: expected a non-empty list",
     ),
-    "negative beta": (["model.beta=-1"], "model.beta must be >= 0"),
+    "negative beta": (["model.beta=-1"], "model.beta=-1 is not allowed: expected a number >= 0"),
     "missing checkpoint to start from": (["ckpt_path=nowhere.ckpt"], "ckpt_path=nowhere.ckpt is not a file"),
     "corrupt checkpoint": (["ckpt_path=corrupt.ckpt"], "ckpt_path=corrupt.ckpt is not a readable checkpoint"),
-    "unknown model setting": (["+model.latent_size=3"], "model has no setting latent_size; VAE takes: net,"),
+    "unknown model setting": (["+model.latent_size=3"], "no setting latent_size (did you mean latent_dim?); VAE takes"),
     "unknown net setting": (["+model.net.depth=3"], "model.net has no setting depth; MLPEncoderDecoder takes"),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -206,21 +207,23 @@ def test_indivisible_heads_raise_a_clear_config_error() -> None:
 
 
 @pytest.mark.parametrize(
-    ("overrides", "match"),
+    ("override", "message"),
     [
-        ({"vocab_size": 0}, "vocab_size"),
-        ({"block_size": -1}, "block_size"),
-        ({"n_layer": 0}, "n_layer"),
-        ({"n_head": 0}, "n_head"),
-        ({"n_embd": 0}, "n_embd"),
-        ({"dropout": 1.0}, "dropout"),
-        ({"dropout": -0.1}, "dropout"),
+        ("data.vocab_size=0", "data.vocab_size=0 is not allowed: expected an integer > 0"),
+        ("data.block_size=-1", "data.block_size=-1 is not allowed: expected an integer > 0"),
+        ("model.net.n_layer=0", "model.net.n_layer=0 is not allowed: expected an integer > 0"),
+        ("model.net.n_head=0", "model.net.n_head=0 is not allowed: expected an integer > 0"),
+        ("model.net.n_embd=0", "model.net.n_embd=0 is not allowed: expected an integer > 0"),
+        ("model.net.dropout=1.0", "model.net.dropout=1.0 is not allowed: expected a number >= 0 and < 1"),
+        ("model.net.dropout=-0.1", "model.net.dropout=-0.1 is not allowed: expected a number >= 0 and < 1"),
     ],
 )
-def test_bad_sizes_raise_config_error(overrides: dict, match: str) -> None:
-    kwargs = {"vocab_size": 10, "block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 8, **overrides}
-    with pytest.raises(ConfigError, match=match):
-        GPT(**kwargs)
+def test_bad_sizes_are_refused_before_the_net_is_built(compose_config, override: str, message: str) -> None:
+    """The net's sizes come from the config (model.net.*) and the data (vocabulary, block size)."""
+    from genlab.training import check_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_config(compose_config("model=transformer", "data=python_source", override))
 
 
 def test_too_long_sequences_raise_a_clear_error() -> None:

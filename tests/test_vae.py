@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import pytest
 import torch
@@ -110,20 +111,26 @@ def test_gaussian_scale_is_learned_or_fixed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("overrides", "message"),
     [
-        ({"beta": -0.5}, "model.beta must be >= 0"),
-        ({"likelihood": "poisson"}, "model.likelihood='poisson' is not one of"),
-        ({"gaussian_scale": -1.0, "likelihood": "gaussian"}, "model.gaussian_scale must be"),
-        ({"free_bits": -1}, "model.free_bits must be >= 0"),
-        ({"eval_iwae_k": -1}, "model.eval_iwae_k must be >= 0"),
-        ({"net": functools.partial(ConvEncoderDecoder, channels=[8, 8, 8, 8])}, "do not divide by 16"),
-        ({"net": functools.partial(MLPEncoderDecoder, hidden_dims=[])}, "model.net.hidden_dims"),
+        (["model.beta=-0.5"], "model.beta=-0.5 is not allowed: expected a number >= 0"),
+        (["model.likelihood=poisson"], "model.likelihood='poisson' is not allowed: expected one of 'bernoulli'"),
+        (["model.likelihood=gaussian", "model.gaussian_scale=-1.0"], "model.gaussian_scale=-1.0 is not allowed"),
+        (["model.free_bits=-1"], "model.free_bits=-1 is not allowed: expected a number >= 0"),
+        (["model.eval_iwae_k=-1"], "model.eval_iwae_k=-1 is not allowed: expected an integer >= 0"),
+        (["model.net.hidden_dims=[]"], "model.net.hidden_dims=[] is not allowed: expected a non-empty list"),
     ],
 )
-def test_bad_settings_fail_at_construction(kwargs: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        make_vae(**kwargs)
+def test_bad_settings_are_refused_before_anything_is_built(compose_config, overrides: list, message: str) -> None:
+    from genlab.training import check_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_config(compose_config(*overrides))
+
+
+def test_a_conv_net_that_does_not_fit_the_image_fails_at_construction() -> None:
+    with pytest.raises(ConfigError, match="do not divide by 16"):
+        make_vae(net=functools.partial(ConvEncoderDecoder, channels=[8, 8, 8, 8]))
 
 
 def test_text_data_is_refused_with_a_clear_error() -> None:

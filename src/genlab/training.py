@@ -58,7 +58,8 @@ def check_model_settings(cfg: DictConfig) -> None:
     """The model's and its net's settings, minus what the model supplies itself (spec; the net's sizes)."""
     check_settings(cfg.model, "model", injected=("spec",))
     if isinstance(cfg.model.get("net"), DictConfig):
-        check_settings(cfg.model.net, "model.net", injected=("shape", "latent_dim", "vocab_size", "block_size"))
+        sizes = ("shape", "latent_dim", "vocab_size", "block_size", "num_classes")
+        check_settings(cfg.model.net, "model.net", injected=sizes)
 
 
 def check_judged_metric_is_measured(cfg: DictConfig) -> None:

@@ -1,10 +1,12 @@
-"""`genlab-sample run=RUN_DIR [n=64] [out=DIR] [seed=0]`: draw images or text from a trained run, reproducibly."""
+"""`genlab-sample run=RUN_DIR [n=64] [out=DIR] [seed=0] [label=K | labels=all]`: draw images or text from a trained
+run, reproducibly."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 from rich.console import Console
@@ -13,24 +15,61 @@ from genlab.commands import run_command
 from genlab.errors import ConfigError, check
 
 if TYPE_CHECKING:
+    import torch
+
     from genlab.runs import Run
 
 
-def write_images(run: Run, n: int, seed: int, out: Path) -> list[Path]:
-    """samples.png (n samples) and the model's other pictures of a test batch (e.g. reconstructions)."""
+def class_request(model: Any, cfg: DictConfig) -> tuple[torch.Tensor | None, int, int]:
+    """The labels asked for, the number of samples and the images per grid row: `label=K` gives n (default 64)
+    samples of class K, `labels=all` (or a list of classes) one row of n (default 8) samples per class; neither
+    gives None, and a conditional model spreads its samples over the classes itself."""
+    import torch
+
+    from genlab.models.conditioning import conditioning_of
+
+    check(cfg.label is None or cfg.labels is None, "give label=K (one class) or labels=all (a row per class), not both")
+    if cfg.label is None and cfg.labels is None:
+        n = cfg.n or 64
+        return None, n, math.ceil(math.sqrt(n))
+    conditioning = conditioning_of(model)
+    if cfg.label is not None:
+        check(isinstance(cfg.label, int), f"label={cfg.label}: give a class number, e.g. label=3")
+        n = cfg.n or 64
+        return conditioning.for_sampling(n, cfg.label, "cpu"), n, math.ceil(math.sqrt(n))
+    if cfg.labels == "all":
+        classes = conditioning.all_classes()
+    else:
+        classes = [cfg.labels] if isinstance(cfg.labels, int) else cfg.labels
+        check(
+            isinstance(classes, Sequence) and not isinstance(classes, str) and all(isinstance(c, int) for c in classes),
+            f"labels={cfg.labels}: give labels=all or a list of class numbers, e.g. labels=[0,3]",
+        )
+    per_class = cfg.n or 8
+    labels = torch.tensor(classes, dtype=torch.long).repeat_interleave(per_class)
+    return conditioning.for_sampling(len(labels), labels, "cpu"), len(labels), per_class
+
+
+def write_images(run: Run, cfg: DictConfig, out: Path) -> list[Path]:
+    """samples.png (of the classes asked for, if any) and the model's other pictures of a test batch (e.g.
+    reconstructions)."""
     import torch
 
     from genlab.callbacks.media import save_grid
+    from genlab.models.conditioning import image_grids
 
     model = run.model
+    labels, n, nrow = class_request(model, cfg)
     grids = {}
     if hasattr(model, "image_grids"):
         datamodule = run.datamodule
         datamodule.prepare_data()
         datamodule.setup("test")
-        batch = next(iter(datamodule.test_dataloader()))[0]
-        grids.update(model.image_grids(batch, torch.Generator().manual_seed(seed)))
-    grids["samples"] = (model.sample(n, torch.Generator().manual_seed(seed)), math.ceil(math.sqrt(n)))
+        batch = next(iter(datamodule.test_dataloader()))
+        grids.update(image_grids(model, batch, torch.Generator().manual_seed(cfg.seed)))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    samples = model.sample(n, generator) if labels is None else model.sample(n, generator, labels=labels)
+    grids["samples"] = (samples, nrow)
     written = []
     for name, (images, nrow) in grids.items():
         path = out / f"{name}.png"
@@ -64,9 +103,10 @@ def sample(cfg: DictConfig, overrides: list[str]) -> list[Path]:
     out = Path(cfg.out) if cfg.out else run.dir / "generated"
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(run.model, "generate_text"):
+        check(cfg.label is None and cfg.labels is None, "label= and labels= are for class-conditional image models")
         written = write_texts(run, cfg, cfg.n or 1, out)
     elif hasattr(run.model, "sample"):
-        written = write_images(run, cfg.n or 64, cfg.seed, out)
+        written = write_images(run, cfg, out)
     else:
         raise ConfigError(f"{type(run.model).__name__} has neither sample() nor generate_text(); nothing to draw")
     console = Console(soft_wrap=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,18 @@ def test_an_unconditional_model_given_labels_is_one_clear_error() -> None:
         vae.sample(2, labels=3)
 
 
+def test_a_net_that_takes_no_labels_is_refused_for_a_conditional_model() -> None:
+    class LegacyNet(MLPEncoderDecoder):
+        def __init__(self, shape, latent_dim) -> None:
+            super().__init__(shape, latent_dim)
+
+    with pytest.raises(
+        ConfigError, match=r"the net LegacyNet \(model/net\) takes no class labels, which model.conditional=true"
+    ):
+        VAE(DIGITS, LegacyNet, torch.optim.Adam, latent_dim=4, conditional=True)
+    assert VAE(DIGITS, LegacyNet, torch.optim.Adam, latent_dim=4).sample(1).shape == (1, 1, 8, 8)
+
+
 # -- through the entrypoints ------------------------------------------------------------------------------------------
 
 
@@ -216,6 +229,20 @@ def test_a_resumed_conditional_gan_ends_where_an_unbroken_one_ends(folder: Folde
     numbers = {key: value for key, value in metrics(part).items() if "/" in key}
     assert numbers == {key: value for key, value in metrics(unbroken).items() if "/" in key}
     assert "val/cond_acc" in numbers
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ["model.loss=wgan_gp", "model.n_critic=2"],
+        ["model.loss=hinge", "model.net.spectral_norm=true", "model.r1_weight=1"],
+    ],
+    ids=["wgan_gp", "hinge+sn+r1"],
+)
+def test_a_conditional_gan_trains_with_each_loss_and_penalty(folder: Folder, settings: list[str]) -> None:
+    result = metrics(folder.train(f"loss_{settings[0][11:]}", *TINY_CGAN, "trainer.max_epochs=1", *settings))
+    for name in ("val/fid", "test/fid", "test/cond_acc", "val/d_real", "test/d_fake"):
+        assert math.isfinite(result[name]), name
 
 
 @pytest.mark.parametrize(

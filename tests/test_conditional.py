@@ -28,7 +28,9 @@ QUIET = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false", "l
 # Whole epochs of the digits (22 batches of 64); cond_acc and FID on 200 class-balanced samples.
 LEARNING = [*QUIET, "model.conditional=true", "metrics.num_real=200", "metrics.num_fake=200"]
 CVAE = [*LEARNING, "trainer.max_epochs=3", "model.eval_iwae_k=0"]
-CGAN = [*LEARNING, "model=gan", "trainer.max_epochs=5", "model.ema_decay=0"]
+# The GAN with 5x DCGAN's learning rate and no EMA, so that three epochs suffice.
+CGAN = [*LEARNING, "model=gan", "trainer.max_epochs=3", "model.ema_decay=0"]
+CGAN += ["model.optimizer.lr=1e-3", "model.discriminator_optimizer.lr=1e-3"]
 # Two batches per epoch, deterministic: a conditional GAN that resumes exactly.
 TINY_CGAN = [
     *QUIET,
@@ -87,7 +89,9 @@ def test_unconditional_nets_have_no_label_parameters() -> None:
     for net in (MLPEncoderDecoder(shape=(1, 8, 8), latent_dim=4), DCGAN(shape=(1, 8, 8), latent_dim=4)):
         assert not [name for name in net.state_dict() if "embedding" in name]
     conditional = DCGAN(shape=(1, 8, 8), latent_dim=4, num_classes=10).state_dict()
-    assert conditional["generator.0.embedding.weight"].shape == (10, 4)  # one 4-d embedding per class, beside z
+    embeddings = [name for name in conditional if "embedding" in name]
+    assert {name.split(".")[0] for name in embeddings} == {"generator", "discriminator"}
+    assert all(len(conditional[name]) == 10 for name in embeddings), "one embedding row per class"
 
 
 def test_balanced_labels_cover_the_classes_evenly_also_when_split_across_processes() -> None:
@@ -127,6 +131,20 @@ def test_a_net_that_takes_no_labels_is_refused_for_a_conditional_model() -> None
     ):
         VAE(DIGITS, LegacyNet, torch.optim.Adam, latent_dim=4, conditional=True)
     assert VAE(DIGITS, LegacyNet, torch.optim.Adam, latent_dim=4).sample(1).shape == (1, 1, 8, 8)
+
+
+@pytest.mark.parametrize(
+    ("conditional", "plain"),
+    [("cvae_mnist", "vae_mnist"), ("cdcgan_mnist", "dcgan_mnist"), ("cdcgan_cifar10", "dcgan_cifar10")],
+)
+def test_conditional_experiments_are_their_unconditional_ones_plus_the_label(
+    compose_config, conditional, plain
+) -> None:
+    with_labels, without = compose_config(f"experiment={conditional}"), compose_config(f"experiment={plain}")
+    assert with_labels.model.conditional and not without.model.conditional
+    with_labels.model.conditional = False
+    for group in ("model", "data", "trainer", "metrics"):
+        assert with_labels[group] == without[group], group
 
 
 # -- through the entrypoints ------------------------------------------------------------------------------------------

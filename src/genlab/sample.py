@@ -56,7 +56,7 @@ def write_images(run: Run, cfg: DictConfig, out: Path) -> list[Path]:
     import torch
 
     from genlab.callbacks.media import save_grid
-    from genlab.models.conditioning import image_grids
+    from genlab.models.conditioning import image_grids_of
 
     model = run.model
     labels, n, nrow = class_request(model, cfg)
@@ -66,7 +66,7 @@ def write_images(run: Run, cfg: DictConfig, out: Path) -> list[Path]:
         datamodule.prepare_data()
         datamodule.setup("test")
         batch = next(iter(datamodule.test_dataloader()))
-        grids.update(image_grids(model, batch, torch.Generator().manual_seed(cfg.seed)))
+        grids.update(image_grids_of(model, batch, torch.Generator().manual_seed(cfg.seed)))
     generator = torch.Generator().manual_seed(cfg.seed)
     samples = model.sample(n, generator) if labels is None else model.sample(n, generator, labels=labels)
     grids["samples"] = (samples, nrow)

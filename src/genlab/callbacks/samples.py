@@ -9,14 +9,14 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.callbacks.media import log_image, log_text, save_grid
-from genlab.models.conditioning import image_grids
+from genlab.models.conditioning import image_grids_of
 
 
 class SampleWriter(pl.Callback):
     """Every `every_n_epochs` validation epochs and once when training ends.
 
     Image models implement `image_grids(images, generator)` (drawn from the first validation batch; conditional
-    models also get its labels, see `genlab.models.conditioning.image_grids`), text models
+    models also get its labels, see `genlab.models.conditioning.image_grids_of`), text models
     `text_samples(seed)`. The randomness is reseeded with `seed` each time, so samples over training show the same
     noise and prompts. Files: `samples/epoch_XXX_<name>.png|txt` over training, `samples/<name>.png|txt` at the end.
     """
@@ -56,7 +56,7 @@ class SampleWriter(pl.Callback):
             pl_module.train(was_training)
 
     def _write_images(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
-        grids = image_grids(pl_module, self.batch, torch.Generator().manual_seed(self.seed))
+        grids = image_grids_of(pl_module, self.batch, torch.Generator().manual_seed(self.seed))
         for name, (images, nrow) in grids.items():
             grid = save_grid(images, nrow, self.dirpath / f"{prefix}{name}.png")
             log_image(trainer.loggers, f"samples/{name}", grid, trainer.global_step)

@@ -105,7 +105,7 @@ def conditioning_of(model: Any) -> ClassConditioning:
     return getattr(model, "conditioning", UNCONDITIONAL)
 
 
-def image_grids(model: Any, batch: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator) -> dict[str, Any]:
+def image_grids_of(model: Any, batch: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator) -> dict[str, Any]:
     """The model's pictures of a data batch (images, labels): a conditional model gets the batch's labels too (a
     conditional VAE reconstructs with them); an unconditional one is called as before, with the images only."""
     images, labels = batch

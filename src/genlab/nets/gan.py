@@ -1,8 +1,9 @@
 """Generator / discriminator pairs for GANs: DCGAN-style convolutions sized from the image shape, and MLPs for tiny
 images. Generators end in tanh (images in [-1, 1]); discriminators return one unnormalised score per image.
 
-With `num_classes`, both are class-conditional (`generator(z, labels)`, `discriminator(x, labels)`): an embedding of
-the label joins the noise, and the discriminator scores with a class projection (Miyato & Koyama, 2018), the design
+With `num_classes`, both are class-conditional (`generator(z, labels)`, `discriminator(x, labels)`): the DCGAN
+generator adds a class map after its first batch norm (the MLP generator, which has none, takes an embedding of the
+label beside the noise), and the discriminator scores with a class projection (Miyato & Koyama, 2018), the design
 BigGAN and StudioGAN use."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as with_spectral_norm
 
 from genlab.errors import ConfigError, check
-from genlab.nets.labels import LabelledSequential, ProjectionHead, label_inputs, label_width
+from genlab.nets.labels import LabelledSequential, ProjectionHead, label_inputs, label_shift, label_width
 
 Norm = Literal["batch", "layer", "none"]
 NORMS = ("batch", "layer", "none")
@@ -84,10 +85,10 @@ class DCGAN(nn.Module):
         widths = [width * 2**level for level in reversed(range(levels))]  # coarse to fine
 
         up: list[nn.Module] = [
-            *label_inputs(num_classes, latent_dim),
-            nn.Linear(latent_dim + label_width(num_classes, latent_dim), widths[0] * start * start, bias=False),
+            nn.Linear(latent_dim, widths[0] * start * start, bias=False),
             nn.Unflatten(1, (widths[0], start, start)),
             nn.BatchNorm2d(widths[0]),
+            *label_shift(num_classes, (widths[0], start, start), latent_dim),
             nn.ReLU(inplace=True),
         ]
         for c_in, c_out in pairwise(widths):

@@ -270,6 +270,7 @@ def test_a_conditional_gan_trains_with_each_loss_and_penalty(folder: Folder, set
         (["labels=[0,10]"], "label 10 is not a class of data=digits, whose classes are 0..9"),
         (["label=3", "labels=all"], "give label=K (one class) or labels=all (a row per class), not both"),
         (["label=three"], "label=three: give a class number, e.g. label=3"),
+        (["labels=some"], "labels=some: give labels=all or a list of class numbers, e.g. labels=[0,3]"),
     ],
 )
 def test_bad_labels_are_one_line(folder: Folder, cvae_run: Path, arguments: list[str], line: str) -> None:

@@ -28,26 +28,22 @@ def class_request(model: Any, cfg: DictConfig) -> tuple[torch.Tensor | None, int
 
     from genlab.models.conditioning import conditioning_of
 
-    check(cfg.label is None or cfg.labels is None, "give label=K (one class) or labels=all (a row per class), not both")
-    if cfg.label is None and cfg.labels is None:
-        n = cfg.n or 64
-        return None, n, math.ceil(math.sqrt(n))
+    label, labels = cfg.label, cfg.labels
+    check(label is None or labels is None, "give label=K (one class) or labels=all (a row per class), not both")
     conditioning = conditioning_of(model)
-    if cfg.label is not None:
-        check(isinstance(cfg.label, int), f"label={cfg.label}: give a class number, e.g. label=3")
+    if labels is None:
         n = cfg.n or 64
-        return conditioning.for_sampling(n, cfg.label, "cpu"), n, math.ceil(math.sqrt(n))
-    if cfg.labels == "all":
-        classes = conditioning.all_classes()
-    else:
-        classes = [cfg.labels] if isinstance(cfg.labels, int) else cfg.labels
-        check(
-            isinstance(classes, Sequence) and not isinstance(classes, str) and all(isinstance(c, int) for c in classes),
-            f"labels={cfg.labels}: give labels=all or a list of class numbers, e.g. labels=[0,3]",
-        )
+        check(label is None or isinstance(label, int), f"label={label}: give a class number, e.g. label=3")
+        requested = None if label is None else conditioning.for_sampling(n, label, "cpu")
+        return requested, n, math.ceil(math.sqrt(n))
+    classes = conditioning.all_classes() if labels == "all" else labels
+    check(
+        isinstance(classes, Sequence) and len(classes) > 0 and all(isinstance(c, int) for c in classes),
+        f"labels={labels}: give labels=all or a list of class numbers, e.g. labels=[0,3]",
+    )
     per_class = cfg.n or 8
-    labels = torch.tensor(classes, dtype=torch.long).repeat_interleave(per_class)
-    return conditioning.for_sampling(len(labels), labels, "cpu"), len(labels), per_class
+    requested = torch.tensor(list(classes), dtype=torch.long).repeat_interleave(per_class)
+    return conditioning.for_sampling(len(requested), requested, "cpu"), len(requested), per_class
 
 
 def write_images(run: Run, cfg: DictConfig, out: Path) -> list[Path]:

@@ -37,11 +37,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
-import shlex
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -221,36 +216,8 @@ def speed(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict
 
 def quality(epochs: int, seed: int, threads: int | None, runs_dir: Path, extra: list[str]) -> dict[str, Any]:
     """Train each of QUALITY_EXPERIMENTS with genlab-train for `epochs` epochs; their sample-quality numbers."""
-    environment = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-    results: dict[str, Any] = {}
-    for experiment in QUALITY_EXPERIMENTS:
-        run_dir = runs_dir / experiment
-        command = [
-            "genlab-train",
-            f"experiment={experiment}",
-            f"trainer.max_epochs={epochs}",
-            f"seed={seed}",
-            "trainer.enable_progress_bar=false",
-            "callbacks.progress_bar=null",
-            f"hydra.run.dir={run_dir}",
-            *extra,
-        ]
-        print(f"$ {shlex.join(command)}", flush=True)
-        start = time.perf_counter()
-        # The console script beside this interpreter: the genlab installed where this benchmark runs.
-        executable = [str(Path(sys.executable).with_name("genlab-train")), *command[1:]]
-        status = subprocess.run(executable, env=environment, check=False).returncode
-        if status != 0:
-            raise SystemExit(f"dcgan_mnist.py: genlab-train {experiment} failed with exit status {status} (see above)")
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        results[experiment] = {
-            "command": shlex.join(command),
-            "run_dir": str(run_dir),
-            "wall_seconds": time.perf_counter() - start,
-            **{name: metrics.get(name) for name in QUALITY_METRICS},
-            "sample_quality": metrics.get("sample_quality"),
-        }
-    return {"epochs": epochs, "runs": results}
+    runs = harness.train_experiments(QUALITY_EXPERIMENTS, epochs, seed, threads, runs_dir, extra, QUALITY_METRICS)
+    return {"epochs": epochs, "runs": runs}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

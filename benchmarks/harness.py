@@ -1,6 +1,7 @@
 """What the genlab-versus-plain-PyTorch benchmarks share: genlab's composed config minus non-training callbacks, the
 Lightning trainer around a timing callback (the per-step one is here), timing statistics and their ratios, the rich
-table and verdicts, the common command-line options and the JSON output.
+table and verdicts, the common command-line options and the JSON output; and whole genlab-train runs of saved
+experiments, for the sample-quality tables.
 
 The benchmarks are run as `python benchmarks/<name>.py` from the repository root, so this folder is on sys.path and
 they import this module as `harness`.
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -227,6 +231,50 @@ def report(
     out.print(f"ratio (median) target <= {ratio_target}: {verdict(numbers['ratio'] <= ratio_target)}")
     for what, ok in checks:
         out.print(f"{what}: {verdict(ok)}")
+
+
+def train_experiments(
+    experiments: Sequence[str],
+    epochs: int,
+    seed: int,
+    threads: int | None,
+    runs_dir: Path,
+    extra: Sequence[str],
+    metric_names: Sequence[str],
+) -> dict[str, dict[str, Any]]:
+    """Train each experiment with genlab-train for `epochs` epochs (run folders `runs_dir/<experiment>`), as
+    subprocesses of the console script beside this interpreter; per experiment the command, the run folder, the
+    wall time, the `metric_names` values from metrics.json (None where absent) and its `sample_quality` record."""
+    environment = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    results: dict[str, dict[str, Any]] = {}
+    for experiment in experiments:
+        run_dir = runs_dir / experiment
+        command = [
+            "genlab-train",
+            f"experiment={experiment}",
+            f"trainer.max_epochs={epochs}",
+            f"seed={seed}",
+            "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+            f"hydra.run.dir={run_dir}",
+            *extra,
+        ]
+        print(f"$ {shlex.join(command)}", flush=True)
+        start = time.perf_counter()
+        # The console script beside this interpreter: the genlab installed where this benchmark runs.
+        executable = [str(Path(sys.executable).with_name("genlab-train")), *command[1:]]
+        status = subprocess.run(executable, env=environment, check=False).returncode
+        if status != 0:
+            raise SystemExit(f"genlab-train {experiment} failed with exit status {status} (see above)")
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        results[experiment] = {
+            "command": shlex.join(command),
+            "run_dir": str(run_dir),
+            "wall_seconds": time.perf_counter() - start,
+            **{name: metrics.get(name) for name in metric_names},
+            "sample_quality": metrics.get("sample_quality"),
+        }
+    return results
 
 
 def parse_args(

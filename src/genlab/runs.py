@@ -29,7 +29,7 @@ from genlab.run_folder import (
 from genlab.validation import validate_train_config
 
 #: Arguments genlab passes itself, per config node: the data's spec to the model, the sizes the model gives its net.
-INJECTED = {"model": ("spec",), "model.net": ("shape", "latent_dim", "vocab_size", "block_size")}
+INJECTED = {"model": ("spec",), "model.net": ("shape", "latent_dim", "vocab_size", "block_size", "num_classes")}
 SPEC_KEY = "genlab_data_spec"
 MODEL_KEY = "genlab_model"
 

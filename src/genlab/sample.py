@@ -1,10 +1,11 @@
-"""`genlab-sample run=RUN_DIR [n=64] [out=DIR] [seed=0]`: draw images or text from a trained run, reproducibly."""
+"""`genlab-sample run=RUN_DIR [n=64] [out=DIR] [seed=0] [label=K | labels=all]`: draw images or text from a trained
+run, reproducibly."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from annotated_types import Gt, Le
 from omegaconf import DictConfig
@@ -16,6 +17,8 @@ from genlab.files import writable_folder
 from genlab.settings import NonNegativeFloat, PositiveInt
 
 if TYPE_CHECKING:
+    import torch
+
     from genlab.runs import Run
 
 
@@ -28,6 +31,8 @@ SETTINGS = {
     "overwrite": bool,
     "seed": int,
     "device": str,
+    "label": int | None,
+    "labels": Literal["all"] | list[int] | None,
     "prompt": str,
     "max_new_tokens": PositiveInt,
     "temperature": NonNegativeFloat,
@@ -37,15 +42,15 @@ SETTINGS = {
 
 
 def real_batch(run: Run) -> Any:
-    """A test batch of the run's data for the pictures that need real images (the VAE's reconstructions), or None
-    with one line when the data is not here: sampling itself needs only the checkpoint."""
+    """A test batch (images, labels) of the run's data for the pictures that need real images (the VAE's
+    reconstructions), or None with one line when the data is not here: sampling itself needs only the checkpoint."""
     from genlab.errors import DataError
 
     try:
         datamodule = run.datamodule
         datamodule.prepare_data()
         datamodule.setup("test")
-        return next(iter(datamodule.test_dataloader()))[0]
+        return next(iter(datamodule.test_dataloader()))
     except DataError as exc:
         Console(soft_wrap=True, stderr=True).print(
             f"genlab-sample: no reconstructions, the run's data is not here: {exc}"
@@ -53,18 +58,45 @@ def real_batch(run: Run) -> Any:
         return None
 
 
-def write_images(run: Run, n: int, seed: int, out: Path) -> list[Path]:
-    """samples.png (n samples) and the model's other pictures (e.g. reconstructions of a test batch)."""
+def class_request(model: Any, cfg: DictConfig) -> tuple[torch.Tensor | None, int, int]:
+    """The labels asked for, the number of samples and the images per grid row: `label=K` gives n (default 64)
+    samples of class K, `labels=all` (or a list of classes) one row of n (default 8) samples per class; neither
+    gives None, and a conditional model spreads its samples over the classes itself."""
+    import torch
+
+    from genlab.models.conditioning import conditioning_of
+
+    label, labels = cfg.label, cfg.labels
+    check(label is None or labels is None, "give label=K (one class) or labels=all (a row per class), not both")
+    conditioning = conditioning_of(model)
+    if labels is None:
+        n = cfg.n or 64
+        requested = None if label is None else conditioning.for_sampling(n, label, "cpu")
+        return requested, n, math.ceil(math.sqrt(n))
+    classes = conditioning.all_classes() if labels == "all" else list(labels)
+    check(len(classes) > 0, "labels=[] asks for no class; give labels=all or a list of classes, e.g. labels=[0,3]")
+    per_class = cfg.n or 8
+    requested = torch.tensor(classes, dtype=torch.long).repeat_interleave(per_class)
+    return conditioning.for_sampling(len(requested), requested, "cpu"), len(requested), per_class
+
+
+def write_images(run: Run, cfg: DictConfig, out: Path) -> list[Path]:
+    """samples.png (of the classes asked for, if any) and the model's other pictures of a test batch (e.g.
+    reconstructions)."""
     import torch
 
     from genlab.callbacks.media import save_grid
+    from genlab.models.conditioning import image_grids_of
 
     model = run.model
+    labels, n, nrow = class_request(model, cfg)
     grids = {}
     if hasattr(model, "image_grids"):
         batch = real_batch(run) if getattr(model, "grids_use_real_images", False) else None
-        grids.update(model.image_grids(batch, torch.Generator().manual_seed(seed)))
-    grids["samples"] = (model.sample(n, torch.Generator().manual_seed(seed)), math.ceil(math.sqrt(n)))
+        grids.update(image_grids_of(model, batch, torch.Generator().manual_seed(cfg.seed)))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    samples = model.sample(n, generator) if labels is None else model.sample(n, generator, labels=labels)
+    grids["samples"] = (samples, nrow)
     written = []
     for name, (images, nrow) in grids.items():
         path = out / f"{name}.png"
@@ -105,11 +137,13 @@ def sample(cfg: DictConfig, overrides: list[str]) -> list[Path]:
     from genlab.runs import load_run
 
     run = load_run(cfg.run, cfg.ckpt, device=cfg.device, overrides=overrides)
+    text = hasattr(run.model, "generate_text")
+    check(not text or (cfg.label is None and cfg.labels is None), "label= and labels= are for image models")
     out = output_folder(cfg, run.dir)
-    if hasattr(run.model, "generate_text"):
+    if text:
         written = write_texts(run, cfg, cfg.n or 1, out)
     elif hasattr(run.model, "sample"):
-        written = write_images(run, cfg.n or 64, cfg.seed, out)
+        written = write_images(run, cfg, out)
     else:
         raise ConfigError(f"{type(run.model).__name__} has neither sample() nor generate_text(); nothing to draw")
     console = Console(soft_wrap=True)

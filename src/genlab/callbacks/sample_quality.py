@@ -1,4 +1,5 @@
-"""FID and KID between a model's samples and held-out real images, plus how evenly the samples cover the classes."""
+"""FID and KID between a model's samples and held-out real images, how evenly the samples cover the classes, and
+for class-conditional models how often a sample shows the class it was asked for."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from genlab.callbacks.media import log_histogram
 from genlab.errors import ConfigError
 from genlab.metrics.feature_classifier import FeatureClassifier, load_or_train, require_labels
 from genlab.metrics.inception import InceptionFeatures
+from genlab.models.conditioning import balanced_labels, conditioning_of
 from genlab.settings import PositiveInt
 
 AtLeastTwo = Annotated[int, Ge(2)]
@@ -44,6 +46,11 @@ class SampleQuality(pl.Callback):
     kernel, averaged over 100 random subsets of `kid_subset_size` images. Under DDP each process draws its share of
     both sets and torchmetrics gathers the statistics. `class_entropy` is the entropy (nats, at most ln(classes))
     of the classes the classifier predicts for the fakes: low values mean missing modes.
+
+    Class-conditional models (`model.conditional=true`) are asked for labels spread evenly over the classes (the
+    same every time), and FID, KID and class entropy are computed on those class-balanced samples, so conditional
+    and unconditional runs compare on one scale. `val/cond_acc` and `test/cond_acc` are the fraction of fakes the
+    classifier assigns to the class they were generated for; `summary()` adds the test split's accuracy per class.
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class SampleQuality(pl.Callback):
         self.real_left = 0
         self.counts: dict[str, int] = {}
         self.class_histogram: list[int] | None = None
+        self.class_accuracy: list[float] | None = None
 
     # -- set-up -----------------------------------------------------------------------------------------------------
 
@@ -161,25 +169,39 @@ class SampleQuality(pl.Callback):
             metric.update(features, real=True)
 
     @torch.no_grad()
-    def _add_fakes(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> torch.Tensor:
-        """This process's share of fakes, from noise seeded by `seed` + rank; returns its predicted-class counts."""
+    def _add_fakes(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This process's share of fakes, from noise seeded by `seed` + rank. Returns its predicted-class counts and,
+        for a conditional model, a (2, classes) tensor: the fakes asked for per class, and those classified so."""
         generator = torch.Generator().manual_seed(self.seed + trainer.global_rank)
-        histogram = torch.zeros(self.classifier.head.out_features if self.classifier else 0, dtype=torch.long)
+        classes = self.classifier.head.out_features if self.classifier else 0
+        histogram = torch.zeros(classes, dtype=torch.long)
+        share = max(1, self.num_fake // trainer.world_size)
+        num_classes = conditioning_of(pl_module).num_classes
+        labels = None if num_classes is None else balanced_labels(share, num_classes, start=share * trainer.global_rank)
+        hits = None if num_classes is None else torch.zeros((2, num_classes), dtype=torch.long)
         was_training = pl_module.training
         pl_module.eval()
         try:
-            left = max(1, self.num_fake // trainer.world_size)
-            while left > 0:
-                images = pl_module.sample(min(self.batch_size, left), generator=generator)
-                left -= len(images)
+            for start in range(0, share, self.batch_size):
+                size = min(self.batch_size, share - start)
+                if labels is None:
+                    images = pl_module.sample(size, generator=generator)
+                else:
+                    asked = labels[start : start + size]
+                    images = pl_module.sample(size, generator=generator, labels=asked)
                 features, predicted = self._features(images)
                 for metric in self.metrics[stage]:
                     metric.update(features, real=False)
                 if predicted is not None:
-                    histogram += torch.bincount(predicted.cpu(), minlength=len(histogram))
+                    histogram += torch.bincount(predicted.cpu(), minlength=classes)
+                if hits is not None:
+                    hits[0] += torch.bincount(asked, minlength=num_classes)
+                    hits[1] += torch.bincount(asked[predicted.cpu() == asked], minlength=num_classes)
         finally:
             pl_module.train(was_training)
-        return histogram
+        return histogram, hits
 
     def _total(self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: torch.Tensor) -> torch.Tensor:
         """Sum over processes (a no-op on one device)."""
@@ -189,12 +211,18 @@ class SampleQuality(pl.Callback):
         if not self.measuring:
             return
         self.measuring = False
-        histogram = self._total(trainer, pl_module, self._add_fakes(trainer, pl_module, stage))
+        histogram, hits = self._add_fakes(trainer, pl_module, stage)
+        histogram = self._total(trainer, pl_module, histogram)
         fid = self.metrics[stage][0]
         num_real = int(self._total(trainer, pl_module, fid.real_features_num_samples.clone()))
         num_fake = int(self._total(trainer, pl_module, fid.fake_features_num_samples.clone()))
         self.counts.update({f"num_real_{stage}": num_real, "num_fake": num_fake})
         values = {f"{stage}/fid": fid.compute()}
+        if hits is not None:
+            asked, correct = self._total(trainer, pl_module, hits).double()
+            values[f"{stage}/cond_acc"] = correct.sum() / asked.sum()
+            if stage == "test":
+                self.class_accuracy = (correct / asked.clamp(min=1)).tolist()
         if stage == "test":
             kid = self.metrics[stage][1]
             kid.subset_size = min(self.kid_subset_size, num_real, num_fake)
@@ -240,4 +268,6 @@ class SampleQuality(pl.Callback):
             content["max_class_entropy"] = math.log(self.classifier.head.out_features)
         if self.class_histogram is not None:
             content["class_histogram"] = self.class_histogram
+        if self.class_accuracy is not None:
+            content["cond_acc_per_class"] = self.class_accuracy
         return {"sample_quality": content}

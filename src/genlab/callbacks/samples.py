@@ -9,13 +9,15 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.callbacks.media import log_image, log_text, save_grid
+from genlab.models.conditioning import image_grids_of
 from genlab.settings import PositiveInt
 
 
 class SampleWriter(pl.Callback):
     """Every `every_n_epochs` validation epochs and once when training ends.
 
-    Image models implement `image_grids(batch, generator)` (drawn from the first validation batch), text models
+    Image models implement `image_grids(images, generator)` (drawn from the first validation batch; conditional
+    models also get its labels, see `genlab.models.conditioning.image_grids_of`), text models
     `text_samples(seed)`. The randomness is reseeded with `seed` each time, so samples over training show the same
     noise and prompts. Files: `samples/epoch_XXX_<name>.png|txt` over training, `samples/<name>.png|txt` at the end.
     """
@@ -24,11 +26,11 @@ class SampleWriter(pl.Callback):
         self.dirpath = Path(dirpath)
         self.every_n_epochs = every_n_epochs
         self.seed = seed
-        self.batch: torch.Tensor | None = None
+        self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if batch_idx == 0 and self.batch is None:
-            self.batch = batch[0].detach().cpu()
+            self.batch = (batch[0].detach().cpu(), batch[1].detach().cpu())
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         fitting = trainer.state.fn == "fit"  # not the final trainer.validate of the best checkpoint
@@ -53,7 +55,8 @@ class SampleWriter(pl.Callback):
             pl_module.train(was_training)
 
     def _write_images(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
-        for name, (images, nrow) in pl_module.image_grids(self.batch, torch.Generator().manual_seed(self.seed)).items():
+        grids = image_grids_of(pl_module, self.batch, torch.Generator().manual_seed(self.seed))
+        for name, (images, nrow) in grids.items():
             grid = save_grid(images, nrow, self.dirpath / f"{prefix}{name}.png")
             log_image(trainer.loggers, f"samples/{name}", grid, trainer.global_step)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
@@ -18,14 +19,19 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 def build_net(
     net: Callable[..., torch.nn.Module], data_kind: str, model: str, parts: tuple[str, ...] = (), **sizes: Any
 ) -> torch.nn.Module:
-    """Call the configured net factory, checking that the net is made for this kind of data and has the `parts`
-    (e.g. encoder and decoder) the model drives."""
+    """Call the configured net factory, checking that the net is made for this kind of data, takes class labels if
+    `sizes` has `num_classes` (a conditional model), and has the `parts` (e.g. encoder and decoder) the model drives."""
     target = getattr(net, "func", net)  # a functools.partial from `_partial_: true`
     net_kind = getattr(target, "data_kind", data_kind)
     if net_kind != data_kind:
         raise ConfigError(
             f"the net {target.__name__} (model/net) is made for {net_kind} data, but {model} needs one for "
             f"{data_kind} data; pick another model/net"
+        )
+    if "num_classes" in sizes and "num_classes" not in inspect.signature(target).parameters:
+        raise ConfigError(
+            f"the net {target.__name__} (model/net) takes no class labels, which model.conditional=true needs; "
+            f"pick a model/net that does, or model.conditional=false"
         )
     built = net(**sizes)
     missing = [part for part in parts if not hasattr(built, part)]

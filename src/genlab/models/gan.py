@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -13,6 +14,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from genlab.data.spec import DataSpec
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
+from genlab.models.conditioning import ClassConditioning, Labels
 from genlab.models.gan_losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 from genlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, UnitFraction
 
@@ -66,6 +68,10 @@ class GAN(GenerativeModel):
     Logged per logged step: `train/d_loss`, `train/g_loss`, `train/d_real` and `train/d_fake` (mean D score),
     `train/d_grad_norm`, `train/g_grad_norm`, `train/gp` (the weighted penalty term); per evaluation split
     `d_real` and `d_fake` (the sample-quality callback adds `fid`, `kid`).
+
+    `conditional`: a class-conditional GAN. G and D both take the label (see `genlab.nets.gan`); the fakes of a
+    batch are made for the real images' labels, so D compares real and fake images of the same classes (and the
+    gradient penalty interpolates between images of one class), with every loss, R1 and the EMA generator.
     """
 
     judged_metric = "val/fid"
@@ -89,11 +95,13 @@ class GAN(GenerativeModel):
         r1_weight: NonNegativeFloat = 0.0,
         ema_decay: UnitFraction = 0.999,
         gradient_clip_val: PositiveFloat | None = None,
+        conditional: bool = False,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         spec.require_kind("image", "GAN")
         self.automatic_optimization = False
         self.spec = spec
+        self.conditioning = ClassConditioning.of(spec, conditional, "GAN")
         self.latent_dim = latent_dim
         self.loss = loss
         self.n_critic = n_critic
@@ -103,7 +111,13 @@ class GAN(GenerativeModel):
         self.discriminator_optimizer_factory = discriminator_optimizer
         self.discriminator_scheduler_factory = discriminator_scheduler
         self.net = build_net(
-            net, "image", "GAN", ("generator", "discriminator"), shape=spec.shape, latent_dim=latent_dim
+            net,
+            "image",
+            "GAN",
+            ("generator", "discriminator"),
+            shape=spec.shape,
+            latent_dim=latent_dim,
+            **self.conditioning.net_sizes(),
         )
         self.generator_ema = (
             AveragedModel(self.net.generator, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
@@ -139,15 +153,18 @@ class GAN(GenerativeModel):
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn((n, self.latent_dim), generator=generator).to(self.device)
 
-    def generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
-        """Images in [0, 1] from latents, by the sampling generator unless `net` is given."""
-        images = (net or self.sampling_generator)(z).float()
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [0, 1] from latents (and labels, when conditional), by the sampling generator."""
+        images = self.sampling_generator(z, labels).float()
         return ((images + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images in [0, 1] from the EMA generator; pass a seeded CPU generator for the same noise every time."""
-        return self.generate(self.noise(n, generator))
+    def sample(self, n: int, generator: torch.Generator | None = None, labels: Labels | None = None) -> torch.Tensor:
+        """n images in [0, 1] from the EMA generator; pass a seeded CPU generator for the same noise every time. A
+        conditional GAN draws them for `labels` (one class, or one per image), by default spread evenly over the
+        classes."""
+        z = self.noise(n, generator)
+        return self.generate(z, self.conditioning.for_sampling(n, labels, self.device))
 
     # -- training ---------------------------------------------------------------------------------------------------
 
@@ -188,22 +205,24 @@ class GAN(GenerativeModel):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         g_optimizer, d_optimizer = self.optimizers()
         real = self.to_model_range(batch[0])
+        labels = self.conditioning.of_batch(batch[1])  # the fakes' labels too: D compares like with like
+        critic = partial(self.discriminator, labels=labels)
         n = len(real)
         generator_steps = (batch_idx + 1) % self.n_critic == 0
         # With one D step per G step, D's fakes are also G's (as in pytorch/examples' dcgan): one G forward less.
         reuse_fake = generator_steps and self.n_critic == 1
         with torch.set_grad_enabled(reuse_fake):
-            fake = self.generator(self.noise(n))
+            fake = self.generator(self.noise(n), labels)
 
         with self.toggled_optimizer(d_optimizer):
-            real_scores = self.discriminator(real)
-            fake_scores = self.discriminator(fake.detach())
+            real_scores = critic(real)
+            fake_scores = critic(fake.detach())
             d_loss = discriminator_loss(self.loss, real_scores, fake_scores)
             penalty = torch.zeros((), device=self.device)
             if self.loss == "wgan_gp" and self.gp_weight > 0:
-                penalty = penalty + self.gp_weight * gradient_penalty(self.discriminator, real, fake)
+                penalty = penalty + self.gp_weight * gradient_penalty(critic, real, fake)
             if self.r1_weight > 0:
-                penalty = penalty + self.r1_weight / 2 * r1_penalty(self.discriminator, real)
+                penalty = penalty + self.r1_weight / 2 * r1_penalty(critic, real)
             d_grad_norm = self._step(
                 d_optimizer, d_loss + penalty, self.discriminator.parameters, measure=self.logging_this_step
             )
@@ -218,8 +237,8 @@ class GAN(GenerativeModel):
         if generator_steps:
             with self.toggled_optimizer(g_optimizer):
                 if not reuse_fake:
-                    fake = self.generator(self.noise(n))
-                g_loss = generator_loss(self.loss, self.discriminator(fake))
+                    fake = self.generator(self.noise(n), labels)
+                g_loss = generator_loss(self.loss, critic(fake))
                 # With n_critic > 1 a logged step may make no G step: log the latest G values on every logged step.
                 measure = self.logging_this_step or self.n_critic > 1
                 g_grad_norm = self._step(g_optimizer, g_loss, self.generator.parameters, measure=measure)
@@ -249,12 +268,13 @@ class GAN(GenerativeModel):
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, split: str) -> None:
         real = self.to_model_range(batch[0])
+        labels = self.conditioning.of_batch(batch[1])
         with self.fixed_noise(batch_idx):
-            fake = self.sampling_generator(self.noise(len(real)))
+            fake = self.sampling_generator(self.noise(len(real)), labels)
         self.log_dict(
             {
-                f"{split}/d_real": self.discriminator(real).float().mean(),
-                f"{split}/d_fake": self.discriminator(fake).float().mean(),
+                f"{split}/d_real": self.discriminator(real, labels).float().mean(),
+                f"{split}/d_fake": self.discriminator(fake, labels).float().mean(),
             },
             batch_size=len(real),
             sync_dist=True,
@@ -269,10 +289,21 @@ class GAN(GenerativeModel):
     # -- pictures ---------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def image_grids(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, tuple[torch.Tensor, int]]:
-        """Fixed-noise samples and spherical interpolations between latent points, all from the EMA generator."""
-        samples = self.sample(64, generator)
+    def image_grids(
+        self, batch: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+    ) -> dict[str, tuple[torch.Tensor, int]]:
+        """Fixed-noise samples and spherical interpolations between latent points, all from the EMA generator.
+
+        A conditional GAN draws one row of samples per class (each column one noise vector, so only the label
+        changes down a column) and interpolates row i within class i mod K; the data batch is not used.
+        """
         pairs, steps = 8, 10
+        if self.conditioning.enabled:
+            samples = self.generate(*self.conditioning.class_grid(self.noise(8, generator)))
+            row_classes = torch.arange(pairs, device=self.device) % self.conditioning.num_classes
+            path_labels = row_classes.repeat_interleave(steps)
+        else:
+            samples, path_labels = self.sample(64, generator), None
         z = self.noise(2 * pairs, generator)
         path = slerp(z[:pairs], z[pairs:], torch.linspace(0, 1, steps, device=self.device))
-        return {"samples": (samples, 8), "interpolation": (self.generate(path.flatten(0, 1)), steps)}
+        return {"samples": (samples, 8), "interpolation": (self.generate(path.flatten(0, 1), path_labels), steps)}

@@ -1,5 +1,5 @@
 """Variational autoencoder (Kingma & Welling, 2014) with the knobs researchers compare: likelihood, beta,
-KL warm-up, free bits, and an importance-weighted test bound."""
+KL warm-up, free bits, an importance-weighted test bound, and class-conditional generation (Sohn et al., 2015)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from genlab.metrics.likelihood import (
     log_likelihood,
 )
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
+from genlab.models.conditioning import ClassConditioning, Labels
 from genlab.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 #: Decoded images per chunk when drawing many importance samples, to bound memory.
@@ -33,6 +34,9 @@ class VAE(GenerativeModel):
     Logged, per split: `elbo` (negative ELBO, nats per image, beta = 1 whatever the training beta), `recon`,
     `kl` (both nats per image), `bpd` (elbo in bits per dimension) and `active_units`; at test time also
     `nll_iwae`, the importance-weighted bound with `eval_iwae_k` samples (0 disables it).
+
+    `conditional`: a conditional VAE (Sohn et al., 2015): the class label enters encoder and decoder, q(z | x, y)
+    and p(x | z, y), and the prior stays standard normal; its `elbo` and `nll_iwae` then bound -log p(x | y).
     """
 
     judged_metric = "val/elbo"
@@ -53,6 +57,7 @@ class VAE(GenerativeModel):
         free_bits: NonNegativeFloat = 0.0,
         eval_iwae_k: NonNegativeInt = 100,
         active_unit_threshold: NonNegativeFloat = 0.01,
+        conditional: bool = False,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         spec.require_kind("image", "VAE")
@@ -62,13 +67,22 @@ class VAE(GenerativeModel):
                 f"model.likelihood=bernoulli needs data in [0, 1], but data={spec.name} is in {spec.value_range}",
             )
         self.spec = spec
+        self.conditioning = ClassConditioning.of(spec, conditional, "VAE")
         self.latent_dim = latent_dim
         self.likelihood = likelihood
         self.beta = beta
         self.kl_warmup_steps = kl_warmup_steps
         self.free_bits = free_bits
         self.eval_iwae_k = eval_iwae_k
-        self.net = build_net(net, "image", "VAE", ("encoder", "decoder"), shape=spec.shape, latent_dim=latent_dim)
+        self.net = build_net(
+            net,
+            "image",
+            "VAE",
+            ("encoder", "decoder"),
+            shape=spec.shape,
+            latent_dim=latent_dim,
+            **self.conditioning.net_sizes(),
+        )
         if likelihood == "gaussian" and gaussian_scale == "learned":
             self.log_scale = nn.Parameter(torch.zeros(()))
         else:
@@ -80,14 +94,14 @@ class VAE(GenerativeModel):
 
     # -- the model ------------------------------------------------------------------------------------------------
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance, in float32 so sampling keeps its precision under autocast."""
-        mu, logvar = self.net.encoder(x).float().chunk(2, dim=1)
+        mu, logvar = self.net.encoder(x, labels).float().chunk(2, dim=1)
         return mu, logvar
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Likelihood parameters: logits (bernoulli) or means (gaussian), shaped like the images."""
-        return self.net.decoder(z)
+        return self.net.decoder(z, labels)
 
     def mean_image(self, params: torch.Tensor) -> torch.Tensor:
         """The expected image in [0, 1] under the decoder's likelihood."""
@@ -106,23 +120,26 @@ class VAE(GenerativeModel):
             return self.beta
         return self.beta * min(1.0, (self.global_step + 1) / self.kl_warmup_steps)
 
-    def _terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _terms(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Posterior means (N, L), reconstruction NLL (N,) and KL per latent dimension (N, L), one sample of z."""
-        mu, logvar = self.encode(x)
+        mu, logvar = self.encode(x, labels)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        recon = -log_likelihood(x, self.decode(z), self.likelihood, self.log_scale)
+        recon = -log_likelihood(x, self.decode(z, labels), self.likelihood, self.log_scale)
         return mu, recon, gaussian_kl(mu, logvar)
 
-    def importance_weighted_nll(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """-log p(x) bounded from above with k importance samples from q(z|x); nats per image, shape (N,)."""
-        mu, logvar = self.encode(x)
+    def importance_weighted_nll(self, x: torch.Tensor, k: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """-log p(x) (or -log p(x | y)) bounded from above with k importance samples from q(z | x); nats per image,
+        shape (N,)."""
+        mu, logvar = self.encode(x, labels)
         zeros = torch.zeros_like(mu)
         per_chunk = max(1, IWAE_IMAGES_PER_CHUNK // len(x))
         log_weights = []
         for start in range(0, k, per_chunk):
             samples = min(per_chunk, k - start)
             z = mu + torch.randn((samples, *mu.shape), device=mu.device) * torch.exp(0.5 * logvar)
-            params = self.decode(z.flatten(0, 1))
+            params = self.decode(z.flatten(0, 1), None if labels is None else labels.repeat(samples))
             repeated_x = x.unsqueeze(0).expand(samples, *x.shape).flatten(0, 1)
             log_px = log_likelihood(repeated_x, params, self.likelihood, self.log_scale).view(samples, len(x))
             log_weights.append(log_px + gaussian_log_prob(z, zeros, zeros) - gaussian_log_prob(z, mu, logvar))
@@ -137,8 +154,8 @@ class VAE(GenerativeModel):
         return {f"{split}/{name}": value for name, value in values.items()}
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, _ = batch
-        _, recon, kl = self._terms(x)
+        x, labels = batch
+        _, recon, kl = self._terms(x, self.conditioning.of_batch(labels))
         # Free bits (Kingma et al., 2016): no pressure on a latent dimension while its batch-mean KL is below
         # `free_bits` nats. The reported ELBO always uses the plain KL.
         kl_term = kl.mean(0).clamp(min=self.free_bits).sum()
@@ -151,53 +168,68 @@ class VAE(GenerativeModel):
         self.log_training_step(loss, extra)
         return loss
 
-    def _evaluate(self, x: torch.Tensor, split: str) -> None:
-        mu, recon, kl = self._terms(x)
+    def _evaluate(self, x: torch.Tensor, labels: torch.Tensor | None, split: str) -> None:
+        mu, recon, kl = self._terms(x, labels)
         self.log_dict(self._terms_to_log(split, recon, kl), batch_size=len(x), sync_dist=True)
         self.active_units[split].update(mu)
         self.log(f"{split}/active_units", self.active_units[split], on_step=False, on_epoch=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, labels = batch
         with self.fixed_noise(batch_idx):
-            self._evaluate(batch[0], "val")
+            self._evaluate(x, self.conditioning.of_batch(labels), "val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, _ = batch
+        x, labels = batch
+        labels = self.conditioning.of_batch(labels)
         with self.fixed_noise(batch_idx):
-            self._evaluate(x, "test")
+            self._evaluate(x, labels, "test")
             if self.eval_iwae_k > 0:
-                nll = self.importance_weighted_nll(x, self.eval_iwae_k).mean()
+                nll = self.importance_weighted_nll(x, self.eval_iwae_k, labels).mean()
                 self.log("test/nll_iwae", nll, batch_size=len(x), sync_dist=True)
                 self.log("test/bpd_iwae", self.bits_per_dim(nll), batch_size=len(x), sync_dist=True)
 
     # -- pictures ---------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images from the prior; pass a seeded CPU generator for the same noise every time."""
+    def sample(self, n: int, generator: torch.Generator | None = None, labels: Labels | None = None) -> torch.Tensor:
+        """n images from the prior; pass a seeded CPU generator for the same noise every time. A conditional VAE
+        draws them for `labels` (one class, or one per image), by default spread evenly over the classes."""
         z = torch.randn((n, self.latent_dim), generator=generator).to(self.device)
-        return self.mean_image(self.decode(z))
+        return self.mean_image(self.decode(z, self.conditioning.for_sampling(n, labels, self.device)))
 
     #: The reconstructions need real images: genlab-sample loads a test batch for them when the data is there.
     grids_use_real_images = True
 
     @torch.no_grad()
     def image_grids(
-        self, batch: torch.Tensor | None, generator: torch.Generator
+        self, batch: torch.Tensor | None, generator: torch.Generator, labels: torch.Tensor | None = None
     ) -> dict[str, tuple[torch.Tensor, int]]:
-        """Samples; reconstructions of `batch`; a linear path in latent space between the codes of pairs of its
-        images (between prior draws when there is no batch: sampling needs no data)."""
+        """Reconstructions of `batch`, samples, and a linear path in latent space between the codes of pairs of its
+        images (between prior draws when there is no batch: sampling needs no data).
+
+        A conditional VAE reconstructs with the batch's `labels`, draws one row per class (each column one noise
+        vector, so only the label changes down a column) and decodes each interpolation with its start's label.
+        """
         pairs, steps = 8, 10
-        grids = {"samples": (self.sample(64, generator), 8)}
+        grids = {}
+        if batch is not None:
+            x = batch[:32].to(self.device)
+            labels = None if labels is None else labels[:32].to(self.device)
+            ends = self.encode(x, labels)[0]
+            reconstructions = self.mean_image(self.decode(ends, labels))
+            grids["reconstructions"] = (torch.stack([x, reconstructions], 1).flatten(0, 1), 8)
+            pairs = min(pairs, len(x) // 2)
+        if self.conditioning.enabled:
+            z = torch.randn((8, self.latent_dim), generator=generator).to(self.device)
+            grids["samples"] = (self.mean_image(self.decode(*self.conditioning.class_grid(z))), 8)
+        else:
+            grids["samples"] = (self.sample(64, generator), 8)
         if batch is None:
             ends = torch.randn((2 * pairs, self.latent_dim), generator=generator).to(self.device)
-        else:
-            x = batch[:32].to(self.device)
-            mu = self.encode(x)[0]
-            grids["reconstructions"] = (torch.stack([x, self.mean_image(self.decode(mu))], 1).flatten(0, 1), 8)
-            pairs = min(pairs, len(x) // 2)
-            ends = mu
+            labels = self.conditioning.for_sampling(2 * pairs, None, self.device)
         t = torch.linspace(0, 1, steps, device=self.device).view(1, steps, 1)
         path = (1 - t) * ends[:pairs].unsqueeze(1) + t * ends[pairs : 2 * pairs].unsqueeze(1)
-        grids["interpolation"] = (self.mean_image(self.decode(path.flatten(0, 1))), steps)
+        path_labels = None if labels is None else labels[:pairs].repeat_interleave(steps)
+        grids["interpolation"] = (self.mean_image(self.decode(path.flatten(0, 1), path_labels)), steps)
         return grids

@@ -8,13 +8,15 @@ from itertools import pairwise
 from torch import nn
 
 from genlab.errors import ConfigError
+from genlab.nets.labels import LabelledSequential, label_inputs, label_width
 from genlab.settings import PositiveInt, Sizes
 
 
 class ConvEncoderDecoder(nn.Module):
     """Each entry of `channels` halves the image (encoder) or doubles it back (decoder).
 
-    28x28 with channels [32, 64] goes 28 -> 14 -> 7; the image side must divide by 2 ** len(channels).
+    28x28 with channels [32, 64] goes 28 -> 14 -> 7; the image side must divide by 2 ** len(channels). With
+    `num_classes`, an embedding of the class label joins the encoder's flattened features and the decoder's latent.
     """
 
     data_kind = "image"
@@ -25,6 +27,7 @@ class ConvEncoderDecoder(nn.Module):
         latent_dim: int,
         channels: Sizes = (32, 64),
         out_per_latent: PositiveInt = 2,
+        num_classes: PositiveInt | None = None,
     ) -> None:
         super().__init__()
         in_channels, height, width = shape
@@ -37,16 +40,27 @@ class ConvEncoderDecoder(nn.Module):
             )
         inner = (channels[-1], height // factor, width // factor)
         inner_size = inner[0] * inner[1] * inner[2]
+        labels = label_width(num_classes, latent_dim)
 
         down: list[nn.Module] = []
         for c_in, c_out in zip([in_channels, *channels[:-1]], channels, strict=True):
             down += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.SiLU()]
-        self.encoder = nn.Sequential(*down, nn.Flatten(), nn.Linear(inner_size, out_per_latent * latent_dim))
+        self.encoder = LabelledSequential(
+            *down,
+            nn.Flatten(),
+            *label_inputs(num_classes, latent_dim),
+            nn.Linear(inner_size + labels, out_per_latent * latent_dim),
+        )
 
-        up: list[nn.Module] = [nn.Linear(latent_dim, inner_size), nn.SiLU(), nn.Unflatten(1, inner)]
+        up: list[nn.Module] = [
+            *label_inputs(num_classes, latent_dim),
+            nn.Linear(latent_dim + labels, inner_size),
+            nn.SiLU(),
+            nn.Unflatten(1, inner),
+        ]
         widths = [*reversed(channels), in_channels]
         for i, (c_in, c_out) in enumerate(pairwise(widths)):
             up.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
             if i < len(widths) - 2:
                 up.append(nn.SiLU())
-        self.decoder = nn.Sequential(*up)
+        self.decoder = LabelledSequential(*up)

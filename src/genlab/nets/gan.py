@@ -1,5 +1,10 @@
 """Generator / discriminator pairs for GANs: DCGAN-style convolutions sized from the image shape, and MLPs for tiny
-images. Generators end in tanh (images in [-1, 1]); discriminators return one unnormalised score per image."""
+images. Generators end in tanh (images in [-1, 1]); discriminators return one unnormalised score per image.
+
+With `num_classes`, both are class-conditional (`generator(z, labels)`, `discriminator(x, labels)`): the DCGAN
+generator adds a class map after its first batch norm (the MLP generator, which has none, takes an embedding of the
+label beside the noise), and the discriminator scores with a class projection (Miyato & Koyama, 2018), the design
+BigGAN and StudioGAN use."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as with_spectral_norm
 
 from genlab.errors import ConfigError
+from genlab.nets.labels import LabelledSequential, ProjectionHead, label_inputs, label_shift, label_width
 from genlab.settings import PositiveInt, Sizes
 
 Norm = Literal["batch", "layer", "none"]
@@ -41,6 +47,12 @@ def _maybe_spectral(layer: nn.Module, enabled: bool) -> nn.Module:
     return with_spectral_norm(layer) if enabled else layer
 
 
+def _score_layer(features: int, num_classes: int | None, spectral_norm: bool) -> nn.Module:
+    """A discriminator's last layer: one score from `features` values, with the class projection when conditional."""
+    linear = _maybe_spectral(nn.Linear(features, 1), spectral_norm)
+    return ProjectionHead(linear, num_classes, spectral_norm) if num_classes else linear
+
+
 class DCGAN(nn.Module):
     """DCGAN (Radford et al., 2016): stride-2 4x4 transposed convolutions up, stride-2 4x4 convolutions down.
 
@@ -57,6 +69,7 @@ class DCGAN(nn.Module):
         width: PositiveInt = 64,
         d_norm: Norm = "batch",
         spectral_norm: bool = False,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         channels, height, side = shape
@@ -73,12 +86,13 @@ class DCGAN(nn.Module):
             nn.Linear(latent_dim, widths[0] * start * start, bias=False),
             nn.Unflatten(1, (widths[0], start, start)),
             nn.BatchNorm2d(widths[0]),
+            *label_shift(num_classes, (widths[0], start, start), latent_dim),
             nn.ReLU(inplace=True),
         ]
         for c_in, c_out in pairwise(widths):
             up += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         up += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
-        self.generator = nn.Sequential(*up)
+        self.generator = LabelledSequential(*up)
 
         down: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip([channels, *reversed(widths[1:])], reversed(widths), strict=True)):
@@ -86,8 +100,8 @@ class DCGAN(nn.Module):
             if i > 0:  # DCGAN: no normalisation on the layer that sees the image
                 down.append(_norm_2d(d_norm, c_out))
             down.append(nn.LeakyReLU(0.2, inplace=True))
-        down += [nn.Flatten(), _maybe_spectral(nn.Linear(widths[0] * start * start, 1), spectral_norm)]
-        self.discriminator = nn.Sequential(*down)
+        down += [nn.Flatten(), _score_layer(widths[0] * start * start, num_classes, spectral_norm)]
+        self.discriminator = LabelledSequential(*down)
         self.apply(_dcgan_init)
 
 
@@ -113,19 +127,22 @@ class MLPGAN(nn.Module):
         latent_dim: int,
         hidden_dims: Sizes = (256, 256),
         spectral_norm: bool = False,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         image_size = shape[0] * shape[1] * shape[2]
 
-        up: list[nn.Module] = []
-        for d_in, d_out in zip([latent_dim, *hidden_dims[:-1]], hidden_dims, strict=True):
+        up: list[nn.Module] = label_inputs(num_classes, latent_dim)
+        for d_in, d_out in zip(
+            [latent_dim + label_width(num_classes, latent_dim), *hidden_dims[:-1]], hidden_dims, strict=True
+        ):
             up += [nn.Linear(d_in, d_out), nn.ReLU(inplace=True)]
         up += [nn.Linear(hidden_dims[-1], image_size), nn.Tanh(), nn.Unflatten(1, tuple(shape))]
-        self.generator = nn.Sequential(*up)
+        self.generator = LabelledSequential(*up)
 
         down: list[nn.Module] = [nn.Flatten()]
         reversed_dims = list(reversed(hidden_dims))
         for d_in, d_out in zip([image_size, *reversed_dims[:-1]], reversed_dims, strict=True):
             down += [_maybe_spectral(nn.Linear(d_in, d_out), spectral_norm), nn.LeakyReLU(0.2, inplace=True)]
-        down.append(_maybe_spectral(nn.Linear(reversed_dims[-1], 1), spectral_norm))
-        self.discriminator = nn.Sequential(*down)
+        down.append(_score_layer(reversed_dims[-1], num_classes, spectral_norm))
+        self.discriminator = LabelledSequential(*down)

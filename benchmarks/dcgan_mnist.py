@@ -5,7 +5,7 @@ Speed is measured on experiment=dcgan_mnist; quality (FID, KID) on whole genlab-
 Speed: both train the same generator G and discriminator D (deep copies of genlab's, taken right after construction,
 so the same initial weights) on the same in-memory MNIST images mapped to [-1, 1], in one process, with the config's
 loss (non-saturating, from genlab.models.gan_losses), an Adam(2e-4, betas (0.5, 0.999)) for each net, batch 128 and
-an EMA of G's weights (torch.optim.swa_utils.AveragedModel with genlab's update, ema_with_warmup, decay 0.999). One
+an EMA of G's weights (genlab.models.ema.ema_copy, the model's own averaging, decay 0.999). One
 step is one batch: a D step, then a G step on the same fakes (n_critic = 1, as GAN.training_step does), then the EMA
 update.
 
@@ -54,10 +54,10 @@ import torch
 from omegaconf import DictConfig
 from rich.table import Table
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from genlab.data.image_datamodule import ImageDataModule
-from genlab.models.gan import GAN, ema_with_warmup
+from genlab.models.ema import ema_copy
+from genlab.models.gan import GAN
 from genlab.models.gan_losses import discriminator_loss, generator_loss
 from genlab.runs import build_model
 
@@ -108,9 +108,7 @@ class PlainLoop:
         self.loss = str(cfg.model.loss)
         self.g_optimizer = adam(generator.parameters(), cfg.model.optimizer)
         self.d_optimizer = adam(discriminator.parameters(), cfg.model.discriminator_optimizer)
-        decay = float(cfg.model.ema_decay)
-        self.ema = AveragedModel(generator, multi_avg_fn=ema_with_warmup(decay), use_buffers=True)
-        self.ema.requires_grad_(False)
+        self.ema = ema_copy(generator, float(cfg.model.ema_decay))
         self.random = torch.Generator().manual_seed(seed)
         self.batches = self._batches()
         self.step_seconds: list[float] = []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 from rich.console import Console
@@ -16,7 +18,23 @@ if TYPE_CHECKING:
     from genlab.runs import Run
 
 
-def write_images(run: Run, n: int, seed: int, out: Path) -> list[Path]:
+#: Settings of a model's sampler (e.g. a diffusion model's), passed to the model's `sample` and `image_grids` when
+#: given; a model whose methods do not take one refuses it.
+SAMPLER_OPTIONS = ("steps", "sampler")
+
+
+def sampler_options(cfg: DictConfig, model: Any, methods: list[Callable[..., Any]]) -> dict[str, Any]:
+    """The sampler settings given (not null), checked against the signatures of the model's `methods`."""
+    given = {name: cfg[name] for name in SAMPLER_OPTIONS if cfg.get(name) is not None}
+    for name, value in given.items():
+        check(
+            all(name in inspect.signature(method).parameters for method in methods),
+            f"{name}={value} does not apply to {type(model).__name__}, whose sampling takes no {name}; leave it out",
+        )
+    return given
+
+
+def write_images(run: Run, n: int, seed: int, out: Path, options: dict[str, Any]) -> list[Path]:
     """samples.png (n samples) and the model's other pictures of a test batch (e.g. reconstructions)."""
     import torch
 
@@ -29,8 +47,8 @@ def write_images(run: Run, n: int, seed: int, out: Path) -> list[Path]:
         datamodule.prepare_data()
         datamodule.setup("test")
         batch = next(iter(datamodule.test_dataloader()))[0]
-        grids.update(model.image_grids(batch, torch.Generator().manual_seed(seed)))
-    grids["samples"] = (model.sample(n, torch.Generator().manual_seed(seed)), math.ceil(math.sqrt(n)))
+        grids.update(model.image_grids(batch, torch.Generator().manual_seed(seed), **options))
+    grids["samples"] = (model.sample(n, torch.Generator().manual_seed(seed), **options), math.ceil(math.sqrt(n)))
     written = []
     for name, (images, nrow) in grids.items():
         path = out / f"{name}.png"
@@ -63,10 +81,13 @@ def sample(cfg: DictConfig, overrides: list[str]) -> list[Path]:
     run = load_run(cfg.run, cfg.ckpt, device=cfg.device, overrides=overrides)
     out = Path(cfg.out) if cfg.out else run.dir / "generated"
     out.mkdir(parents=True, exist_ok=True)
-    if hasattr(run.model, "generate_text"):
+    model = run.model
+    if hasattr(model, "generate_text"):
+        sampler_options(cfg, model, [model.generate_text])
         written = write_texts(run, cfg, cfg.n or 1, out)
-    elif hasattr(run.model, "sample"):
-        written = write_images(run, cfg.n or 64, cfg.seed, out)
+    elif hasattr(model, "sample"):
+        methods = [model.sample, *([model.image_grids] if hasattr(model, "image_grids") else [])]
+        written = write_images(run, cfg.n or 64, cfg.seed, out, sampler_options(cfg, model, methods))
     else:
         raise ConfigError(f"{type(run.model).__name__} has neither sample() nor generate_text(); nothing to draw")
     console = Console(soft_wrap=True)

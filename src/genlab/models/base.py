@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
@@ -27,6 +28,13 @@ def build_net(
             f"the net {target.__name__} (model/net) is made for {net_kind} data, but {model} needs one for "
             f"{data_kind} data; pick another model/net"
         )
+    try:
+        inspect.signature(net).bind(**sizes)
+    except TypeError as exc:  # e.g. a VAE's net, which needs a latent size, given to a model that has none
+        raise ConfigError(
+            f"the net {target.__name__} (model/net) does not fit {model}, which gives it {', '.join(sizes)}: {exc}; "
+            f"pick a model/net made for {model}"
+        ) from exc
     built = net(**sizes)
     missing = [part for part in parts if not hasattr(built, part)]
     if missing:

@@ -43,13 +43,12 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import harness
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from rich.table import Table
@@ -145,20 +144,6 @@ class PlainLoop:
                 self.step_seconds.append(time.perf_counter() - start)
 
 
-class LossRecordingTimer(harness.TrainStepTimer):
-    """The step timer, also keeping each step's D + G loss (what GAN.training_step returns)."""
-
-    def __init__(self, then: Callable[[int], None] | None = None, chunk: int = 25) -> None:
-        super().__init__(then, chunk)
-        self.losses: list[torch.Tensor] = []
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self.losses.append(outputs["loss"])
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-
-
 def warm_up(model: GAN, images: torch.Tensor, cfg: DictConfig, steps: int = 20) -> None:
     """Untimed steps on throwaway copies, so neither contender pays first-use costs (allocator, kernels)."""
     PlainLoop(copy.deepcopy(model.generator), copy.deepcopy(model.discriminator), images, cfg, seed=12345).steps(steps)
@@ -194,7 +179,7 @@ def speed(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict
         plain = PlainLoop(generator, discriminator, train_images, cfg, cfg.seed)
         warm_up(model, train_images, cfg)
 
-        timer = LossRecordingTimer(then=plain.steps if schedule == "interleaved" else None, chunk=chunk)
+        timer = harness.LossRecordingTimer(then=plain.steps if schedule == "interleaved" else None, chunk=chunk)
         trainer = harness.build_trainer(cfg, timer)
         trainer.fit(model, datamodule=datamodule)
         plain.steps(len(timer.step_seconds) - len(plain.step_seconds))

@@ -270,17 +270,17 @@ def test_the_eps_loss_falls() -> None:
     model = digits_diffusion(timesteps=100).train()
     datamodule = DigitsDataModule()
     datamodule.setup()
-    x0 = model.to_model_range(datamodule.splits["train"][torch.arange(64)][0])
-    optimizer = torch.optim.Adam(model.net.parameters(), lr=2e-3)
+    x0 = model.to_model_range(datamodule.splits["train"][torch.arange(32)][0])
+    optimizer = torch.optim.Adam(model.net.parameters(), lr=3e-3)
     losses = []
-    for _ in range(40):
+    for _ in range(20):
         loss = model.loss(x0, model.net)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    # The zero-initialised output predicts eps = 0 (loss 1) at first.
-    assert losses[0] == pytest.approx(1.0, abs=0.1) and sum(losses[-10:]) / 10 < 0.6, losses
+    # A nearly zero output layer predicts eps = 0 (loss 1) at first; 20 steps bring it to about 0.35.
+    assert losses[0] == pytest.approx(1.0, abs=0.1) and sum(losses[-5:]) / 5 < 0.6, losses
 
 
 @pytest.mark.parametrize("objective", ["eps", "v", "flow"])

@@ -283,9 +283,11 @@ def test_the_eps_loss_falls() -> None:
     assert losses[0] == pytest.approx(1.0, abs=0.1) and sum(losses[-5:]) / 5 < 0.6, losses
 
 
-@pytest.mark.parametrize("objective", ["eps", "v", "flow"])
-def test_each_objective_trains_end_to_end(genlab_train, objective: str) -> None:
-    run = genlab_train(*TINY_DIFFUSION, f"model.objective={objective}").check()
+@pytest.mark.parametrize(
+    ("objective", "precision"), [("eps", "32-true"), ("v", "bf16-mixed"), ("flow", "32-true")], ids=["eps", "v", "flow"]
+)
+def test_each_objective_trains_end_to_end(genlab_train, objective: str, precision: str) -> None:
+    run = genlab_train(*TINY_DIFFUSION, f"model.objective={objective}", f"trainer.precision={precision}").check()
     metrics = run.metrics
     assert metrics["judged_metric"] == "val/fid" and metrics["judged_mode"] == "min"
     for name in ("val/fid", "test/fid", "test/kid", "val/loss", "test/loss"):

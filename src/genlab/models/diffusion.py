@@ -119,11 +119,15 @@ class Diffusion(GenerativeModel):
     def sampler(self, name: str | None) -> Sampler:
         return make_sampler(name or self.sampler_name, self.objective, self.path)
 
-    def default_steps(self) -> int:
-        """`eval_steps` while a trainer fits or validates (val/fid and pictures stay cheap and comparable across
-        epochs and with genlab-eval), `sample_steps` when testing and outside training."""
-        trainer = self._trainer
-        return self.eval_steps if trainer is not None and not trainer.testing else self.sample_steps
+    def resolve_steps(self, steps: int | None) -> int:
+        """`steps`, checked against the schedule; by default `eval_steps` while a trainer fits or validates (val/fid
+        and pictures stay cheap and comparable across epochs and with genlab-eval), `sample_steps` when testing and
+        outside training."""
+        if steps is None:
+            trainer = self._trainer
+            steps = self.eval_steps if trainer is not None and not trainer.testing else self.sample_steps
+        self.path.check_steps(steps)
+        return steps
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """x_T for n images, from `generator` (a CPU generator, so a seed means the same noise on any device)."""
@@ -145,13 +149,11 @@ class Diffusion(GenerativeModel):
         sampler: SamplerName | None = None,
         labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """n images in [0, 1] by `sampler` (default: the model's) in `steps` steps (default: see default_steps);
+        """n images in [0, 1] by `sampler` (default: the model's) in `steps` steps (default: see `resolve_steps`);
         pass a seeded CPU generator for the same images every time (every sampler draws from it alone)."""
         if labels is not None:
             raise ConfigError("this diffusion model is unconditional: it takes no class labels")
-        *_, x = self.trajectory(
-            self.noise(n, generator), self.default_steps() if steps is None else steps, sampler, generator
-        )
+        *_, x = self.trajectory(self.noise(n, generator), self.resolve_steps(steps), sampler, generator)
         return self.to_images(x)
 
     # -- training ---------------------------------------------------------------------------------------------------
@@ -206,8 +208,7 @@ class Diffusion(GenerativeModel):
     ) -> dict[str, tuple[torch.Tensor, int]]:
         """Fixed-noise samples; the trajectory x_t of 8 of them (rows; columns from noise to image); images from
         spherical interpolations between 8 pairs of initial noises, by the objective's deterministic sampler."""
-        steps = self.default_steps() if steps is None else steps
-        self.path.check_steps(steps)
+        steps = self.resolve_steps(steps)
         noise = self.noise(64, generator)
         snapshots, rows = 10, 8
         kept = {round(i * steps / (snapshots - 1)) for i in range(snapshots)}  # step numbers, 0 = the noise

@@ -5,7 +5,7 @@ Speed is measured on experiment=dcgan_mnist; quality (FID, KID) on whole genlab-
 Speed: both train the same generator G and discriminator D (deep copies of genlab's, taken right after construction,
 so the same initial weights) on the same in-memory MNIST images mapped to [-1, 1], in one process, with the config's
 loss (non-saturating, from genlab.models.gan_losses), an Adam(2e-4, betas (0.5, 0.999)) for each net, batch 128 and
-an EMA of G's weights (torch.optim.swa_utils.AveragedModel with genlab's update, ema_with_warmup, decay 0.999). One
+an EMA of G's weights (genlab.models.ema.ema_copy, the model's own averaging, decay 0.999). One
 step is one batch: a D step, then a G step on the same fakes (n_critic = 1, as GAN.training_step does), then the EMA
 update.
 
@@ -38,21 +38,20 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import harness
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from rich.table import Table
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from genlab.data.image_datamodule import ImageDataModule
-from genlab.models.gan import GAN, ema_with_warmup
+from genlab.models.ema import ema_copy
+from genlab.models.gan import GAN
 from genlab.models.gan_losses import discriminator_loss, generator_loss
 from genlab.runs import build_model
 
@@ -103,9 +102,7 @@ class PlainLoop:
         self.loss = str(cfg.model.loss)
         self.g_optimizer = adam(generator.parameters(), cfg.model.optimizer)
         self.d_optimizer = adam(discriminator.parameters(), cfg.model.discriminator_optimizer)
-        decay = float(cfg.model.ema_decay)
-        self.ema = AveragedModel(generator, multi_avg_fn=ema_with_warmup(decay), use_buffers=True)
-        self.ema.requires_grad_(False)
+        self.ema = ema_copy(generator, float(cfg.model.ema_decay))
         self.random = torch.Generator().manual_seed(seed)
         self.batches = self._batches()
         self.step_seconds: list[float] = []
@@ -140,20 +137,6 @@ class PlainLoop:
 
                 self.losses.append(d_loss.detach() + g_loss.detach())
                 self.step_seconds.append(time.perf_counter() - start)
-
-
-class LossRecordingTimer(harness.TrainStepTimer):
-    """The step timer, also keeping each step's D + G loss (what GAN.training_step returns)."""
-
-    def __init__(self, then: Callable[[int], None] | None = None, chunk: int = 25) -> None:
-        super().__init__(then, chunk)
-        self.losses: list[torch.Tensor] = []
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self.losses.append(outputs["loss"])
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 def warm_up(model: GAN, images: torch.Tensor, cfg: DictConfig, steps: int = 20) -> None:
@@ -191,7 +174,7 @@ def speed(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict
         plain = PlainLoop(generator, discriminator, train_images, cfg, cfg.seed)
         warm_up(model, train_images, cfg)
 
-        timer = LossRecordingTimer(then=plain.steps if schedule == "interleaved" else None, chunk=chunk)
+        timer = harness.LossRecordingTimer(then=plain.steps if schedule == "interleaved" else None, chunk=chunk)
         trainer = harness.build_trainer(cfg, timer)
         trainer.fit(model, datamodule=datamodule)
         plain.steps(len(timer.step_seconds) - len(plain.step_seconds))

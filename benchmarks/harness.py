@@ -120,6 +120,20 @@ class TrainStepTimer(pl.Callback):
         self._last = time.perf_counter()
 
 
+class LossRecordingTimer(TrainStepTimer):
+    """The step timer, also keeping each step's loss (what the model's training_step returns)."""
+
+    def __init__(self, then: Callable[[int], None] | None = None, chunk: int = 25) -> None:
+        super().__init__(then, chunk)
+        self.losses: list[torch.Tensor] = []
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.losses.append(outputs["loss"])
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
 def callback_names(trainer: pl.Trainer, timer: pl.Callback) -> list[str]:
     """Class names of the trainer's callbacks other than `timer`."""
     return [type(callback).__name__ for callback in trainer.callbacks if callback is not timer]

@@ -62,6 +62,29 @@ GAN = [
     *QUIET[:2],
 ]
 
+# The diffusion model with its judged val/fid: a UNet of 8 channels, few sampler steps, small sample sets; two
+# batches per epoch, deterministic.
+DIFFUSION = [
+    "model=diffusion",
+    "model.net.channels=8",
+    "model.net.num_res_blocks=1",
+    "model.timesteps=50",
+    "model.sample_steps=4",
+    "model.eval_steps=2",
+    "model.bpd_timesteps=3",
+    "trainer.accelerator=cpu",
+    "trainer.deterministic=true",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "data.eval_batch_size=32",
+    "metrics.num_real=32",
+    "metrics.num_fake=32",
+    "metrics.kid_subset_size=16",
+    "callbacks.samples.every_n_epochs=1000",
+    *QUIET[:2],
+]
+
 
 class Folder:
     """A scratch folder in which the console scripts run as a user would run them (called in this process; `start`
@@ -136,6 +159,11 @@ def gan_run(folder: Folder) -> Path:
     return folder.train("gan", *GAN, "trainer.max_epochs=4")
 
 
+@pytest.fixture(scope="module")
+def diffusion_run(folder: Folder) -> Path:
+    return folder.train("diffusion", *DIFFUSION, "trainer.max_epochs=3")
+
+
 # -- resume -----------------------------------------------------------------------------------------------------------
 
 
@@ -174,6 +202,15 @@ def test_a_resumed_gan_ends_where_an_unbroken_one_ends(folder: Folder, gan_run: 
         assert torch.equal(resumed["state_dict"][name], value), name
 
 
+def test_a_resumed_diffusion_model_ends_where_an_unbroken_one_ends(folder: Folder, diffusion_run: Path) -> None:
+    """The net, its EMA, the optimizer and the random states come back: the same FID, loss and bound."""
+    part = folder.train("diffusion_part", *DIFFUSION, "trainer.max_epochs=1")
+    folder.command(GENLAB_TRAIN, f"resume={part}", "trainer.max_epochs=3")
+
+    assert numbers(metrics(part)) == numbers(metrics(diffusion_run))
+    assert math.isfinite(metrics(part)["test/bpd"]) and metrics(part)["global_step"] == 6
+
+
 @pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_killed_run_resumes_to_the_same_metrics(folder: Folder, vae_run: Path, kill: signal.Signals) -> None:
     name = f"killed_{kill.name}"
@@ -205,7 +242,7 @@ def test_killed_run_resumes_to_the_same_metrics(folder: Folder, vae_run: Path, k
 # -- evaluate ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("run_fixture", ["vae_run", "gan_run", "lm_run"])
+@pytest.mark.parametrize("run_fixture", ["vae_run", "gan_run", "diffusion_run", "lm_run"])
 def test_eval_reproduces_the_run_metrics(folder: Folder, run_fixture: str, request) -> None:
     run_dir = request.getfixturevalue(run_fixture)
     process = folder.command(GENLAB_EVAL, f"run={run_dir}")
@@ -251,6 +288,35 @@ def test_sample_draws_from_the_gans_ema_generator(folder: Folder, gan_run: Path)
     assert {p.name for p in default.iterdir()} == {"samples.png", "interpolation.png"}
     for name in ("samples.png", "interpolation.png"):
         assert (default / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_sample_takes_the_diffusion_samplers_settings(folder: Folder, diffusion_run: Path) -> None:
+    options = ["n=4", "seed=1", "steps=3", "sampler=ddpm"]
+    folder.command(GENLAB_SAMPLE, f"run={diffusion_run}", *options)
+    folder.command(GENLAB_SAMPLE, f"run={diffusion_run}", *options, "out=diffusion_again")
+    folder.command(GENLAB_SAMPLE, f"run={diffusion_run}", "n=4", "seed=1", "out=diffusion_default")
+
+    default, again = diffusion_run / "generated", folder.root / "diffusion_again"
+    names = {"samples.png", "trajectory.png", "interpolation.png"}
+    assert {p.name for p in default.iterdir()} == names
+    for name in names:
+        assert (default / name).read_bytes() == (again / name).read_bytes(), name
+    # The run's own sampler (ddim) and sample_steps (4) draw other images from the same seed.
+    assert (default / "samples.png").read_bytes() != (folder.root / "diffusion_default" / "samples.png").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("run_fixture", "option", "line"),
+    [
+        ("diffusion_run", "sampler=euler", "sampler='euler' is not a sampler of model.objective=eps"),
+        ("diffusion_run", "steps=51", "steps=51 is more than the 50 steps of the noise schedule (model.timesteps)"),
+        ("vae_run", "steps=50", "steps=50 does not apply to VAE, whose sampling takes no steps; leave it out"),
+    ],
+)
+def test_sampler_settings_that_cannot_apply(folder: Folder, run_fixture: str, option: str, line: str, request) -> None:
+    run_dir = request.getfixturevalue(run_fixture)
+    process = folder.command(GENLAB_SAMPLE, f"run={run_dir}", option, "out=refused", check=False)
+    assert line in error_line(process, "genlab-sample")
 
 
 def test_sample_writes_text_without_the_corpus(folder: Folder) -> None:

@@ -3,7 +3,9 @@ run, reproducibly."""
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -33,12 +35,29 @@ SETTINGS = {
     "device": str,
     "label": int | None,
     "labels": Literal["all"] | list[int] | None,
+    "steps": PositiveInt | None,
+    "sampler": str | None,
     "prompt": str,
     "max_new_tokens": PositiveInt,
     "temperature": NonNegativeFloat,
     "top_k": PositiveInt | None,
     "top_p": Annotated[float, Gt(0), Le(1)] | None,
 }
+
+#: Settings of a model's sampler (e.g. a diffusion model's), passed to the model's `sample` and `image_grids` when
+#: given; a model whose methods do not take one refuses it.
+SAMPLER_OPTIONS = ("steps", "sampler")
+
+
+def sampler_options(cfg: DictConfig, model: Any, methods: list[Callable[..., Any]]) -> dict[str, Any]:
+    """The sampler settings given (not null), checked against the signatures of the model's `methods`."""
+    given = {name: cfg[name] for name in SAMPLER_OPTIONS if cfg.get(name) is not None}
+    for name, value in given.items():
+        check(
+            all(name in inspect.signature(method).parameters for method in methods),
+            f"{name}={value} does not apply to {type(model).__name__}, whose sampling takes no {name}; leave it out",
+        )
+    return given
 
 
 def real_batch(run: Run) -> Any:
@@ -80,7 +99,7 @@ def class_request(model: Any, cfg: DictConfig) -> tuple[torch.Tensor | None, int
     return conditioning.for_sampling(len(requested), requested, "cpu"), len(requested), per_class
 
 
-def write_images(run: Run, cfg: DictConfig, out: Path) -> list[Path]:
+def write_images(run: Run, cfg: DictConfig, out: Path, options: dict[str, Any]) -> list[Path]:
     """samples.png (of the classes asked for, if any) and the model's other pictures of a test batch (e.g.
     reconstructions)."""
     import torch
@@ -93,9 +112,11 @@ def write_images(run: Run, cfg: DictConfig, out: Path) -> list[Path]:
     grids = {}
     if hasattr(model, "image_grids"):
         batch = real_batch(run) if getattr(model, "grids_use_real_images", False) else None
-        grids.update(image_grids_of(model, batch, torch.Generator().manual_seed(cfg.seed)))
+        grids.update(image_grids_of(model, batch, torch.Generator().manual_seed(cfg.seed), **options))
     generator = torch.Generator().manual_seed(cfg.seed)
-    samples = model.sample(n, generator) if labels is None else model.sample(n, generator, labels=labels)
+    if labels is not None:
+        options = {**options, "labels": labels}
+    samples = model.sample(n, generator, **options)
     grids["samples"] = (samples, nrow)
     written = []
     for name, (images, nrow) in grids.items():
@@ -137,13 +158,16 @@ def sample(cfg: DictConfig, overrides: list[str]) -> list[Path]:
     from genlab.runs import load_run
 
     run = load_run(cfg.run, cfg.ckpt, device=cfg.device, overrides=overrides)
-    text = hasattr(run.model, "generate_text")
+    model = run.model
+    text = hasattr(model, "generate_text")
     check(not text or (cfg.label is None and cfg.labels is None), "label= and labels= are for image models")
+    names = ("generate_text",) if text else ("sample", "image_grids")
+    options = sampler_options(cfg, model, [getattr(model, name) for name in names if hasattr(model, name)])
     out = output_folder(cfg, run.dir)
     if text:
         written = write_texts(run, cfg, cfg.n or 1, out)
-    elif hasattr(run.model, "sample"):
-        written = write_images(run, cfg, out)
+    elif hasattr(model, "sample"):
+        written = write_images(run, cfg, out, options)
     else:
         raise ConfigError(f"{type(run.model).__name__} has neither sample() nor generate_text(); nothing to draw")
     console = Console(soft_wrap=True)

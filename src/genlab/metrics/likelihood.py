@@ -46,3 +46,22 @@ def importance_weighted_bound(log_weights: torch.Tensor) -> torch.Tensor:
 def bits_per_dim(nats: torch.Tensor | float, num_dims: int) -> torch.Tensor | float:
     """Convert a per-example value in nats to bits per dimension."""
     return nats / (num_dims * math.log(2))
+
+
+def _log_normal_mass(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """log(Phi(upper) - Phi(lower)) for lower < upper, computed in the tail the interval lies in (no cancellation)."""
+    in_lower_tail = (lower + upper) < 0
+    low, high = torch.where(in_lower_tail, lower, -upper), torch.where(in_lower_tail, upper, -lower)
+    log_high, log_low = torch.special.log_ndtr(high), torch.special.log_ndtr(low)
+    return log_high + torch.log1p(-torch.exp(log_low - log_high))
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """log P(x) per dimension for 8-bit values scaled to [-1, 1], under a Gaussian binned at the 256 levels (Ho et
+    al., 2020): each level owns the interval +-1/255 around it, the end levels everything beyond them."""
+    x, mean, log_scale = x.float(), mean.float(), log_scale.float()
+    half_bin = 1 / 255
+    inverse_scale = torch.exp(-log_scale)
+    lower = torch.where(x < -1 + half_bin, -torch.inf, (x - mean - half_bin) * inverse_scale)
+    upper = torch.where(x > 1 - half_bin, torch.inf, (x - mean + half_bin) * inverse_scale)
+    return _log_normal_mass(lower, upper)

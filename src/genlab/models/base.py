@@ -33,6 +33,13 @@ def build_net(
             f"the net {target.__name__} (model/net) takes no class labels, which model.conditional=true needs; "
             f"pick a model/net that does, or model.conditional=false"
         )
+    try:
+        inspect.signature(net).bind(**sizes)
+    except TypeError as exc:  # e.g. a VAE's net, which needs a latent size, given to a model that has none
+        raise ConfigError(
+            f"the net {target.__name__} (model/net) does not fit {model}, which gives it {', '.join(sizes)}: {exc}; "
+            f"pick a model/net made for {model}"
+        ) from exc
     built = net(**sizes)
     missing = [part for part in parts if not hasattr(built, part)]
     if missing:

@@ -10,11 +10,11 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from genlab.data.spec import DataSpec
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
 from genlab.models.conditioning import ClassConditioning, Labels
+from genlab.models.ema import ema_copy
 from genlab.models.gan_losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 from genlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, UnitFraction
 
@@ -23,24 +23,6 @@ def gradient_norm(parameters: Iterable[nn.Parameter]) -> torch.Tensor:
     """The L2 norm of all gradients together (0 when none exist yet)."""
     grads = [p.grad for p in parameters if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
-
-
-def ema_with_warmup(decay: float) -> Callable[..., None]:
-    """EMA update with the decay ramped as min(decay, (1 + n) / (10 + n)) over the n updates so far.
-
-    Without the ramp a 0.999 average of a short run would still be mostly the random initial weights.
-    """
-
-    @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
-        if not averaged[0].is_floating_point():  # integer buffers (batch norm's counters) are copied
-            torch._foreach_copy_(averaged, current)
-            return
-        weight = torch.clamp((1 + updates) / (10 + updates), max=decay)  # a tensor: no device sync
-        torch._foreach_mul_(averaged, weight)
-        torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - weight))
-
-    return update
 
 
 def slerp(start: torch.Tensor, end: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -119,13 +101,7 @@ class GAN(GenerativeModel):
             latent_dim=latent_dim,
             **self.conditioning.net_sizes(),
         )
-        self.generator_ema = (
-            AveragedModel(self.net.generator, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
-            if ema_decay > 0
-            else None
-        )
-        if self.generator_ema is not None:
-            self.generator_ema.requires_grad_(False)  # updated by averaging, never by gradients (nor by DDP)
+        self.generator_ema = ema_copy(self.net.generator, ema_decay)
         self.latest_generator_values: dict[str, Any] = {}
         low, high = spec.value_range
         self.register_buffer("data_low", torch.tensor(float(low)), persistent=False)

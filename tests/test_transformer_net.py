@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genlab.errors import ConfigError
-from genlab.nets.transformer import GPT
+from genlab.nets.transformer import GPT, Sampling
 
 VOCAB = 11
 BLOCK = 12
@@ -263,3 +263,30 @@ def test_cache_follows_the_autocast_dtype() -> None:
         assert model.generate(tokens(2, 4), 10).shape == (2, 14)
     assert cache.keys[0].dtype == torch.bfloat16 and cache.length == 5
     assert logits.shape == (2, 1, VOCAB)
+
+
+def test_sequences_decoded_together_draw_what_each_draws_alone() -> None:
+    """GPT.start/advance (continuous batching in genlab-serve): each sequence has its own cache, position and
+    generator; in steps padded to a fixed number of rows its tokens do not depend on the other sequences, and
+    unpadded and alone they are generate()'s, past the block size too (where the cache is full)."""
+    model = tiny()
+
+    def decode(prompts_and_seeds: list[tuple[list[int], int]], rows: int | None) -> list[list[int]]:
+        sequences = [
+            sequence
+            for prompt, seed in prompts_and_seeds
+            for sequence in model.start(prompt, [Sampling(0.9, 5, 0.95, torch.Generator().manual_seed(seed))])
+        ]
+        for _ in range(2 * BLOCK):
+            model.advance(sequences, rows)
+        return [sequence.ids for sequence in sequences]
+
+    alone = decode([([1, 2, 3], 7)], rows=8)[0]
+    together = decode([([4], 1), ([1, 2, 3], 7), (tokens(1, BLOCK + 3)[0].tolist(), 3)], rows=8)
+    assert together[1] == alone
+    assert len({tuple(ids[-2 * BLOCK :]) for ids in together}) == 3, "the seeds drew the same tokens"
+
+    generated = model.generate(tokens(1, 3), 2 * BLOCK + 1, 0.9, 5, 0.95, torch.Generator().manual_seed(7))
+    assert decode([(tokens(1, 3)[0].tolist(), 7)], rows=None)[0] == generated[0].tolist()
+    with pytest.raises(ValueError, match="3 sequences do not fit a step of 2 rows"):
+        model.advance(model.start([1], [Sampling()] * 3), rows=2)

@@ -14,6 +14,7 @@ from genlab.data.spec import DataSpec
 from genlab.data.tokenizers import Tokenizer, tokenizer_from_state
 from genlab.errors import check
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
+from genlab.nets.transformer import DecodingSequence, Sampling
 
 
 class TransformerLM(GenerativeModel):
@@ -112,12 +113,25 @@ class TransformerLM(GenerativeModel):
         generator: torch.Generator | None = None,
     ) -> str:
         """The prompt's continuation (without the prompt), sampled with the KV cache."""
-        ids = self.tokenizer.encode(prompt) or self.tokenizer.encode("\n")
+        ids = self.prompt_ids(prompt)
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
         out = self.net.generate(
             idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
         )
         return self.tokenizer.decode(out[0, len(ids) :].tolist())
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The prompt's token ids; an empty prompt starts from a newline."""
+        return self.tokenizer.encode(prompt) or self.tokenizer.encode("\n")
+
+    def start_sequences(self, prompt_ids: Sequence[int], samplings: Sequence[Sampling]) -> list[DecodingSequence]:
+        """Continuations of one prompt decoded step by step, one per `Sampling`, each with its first token drawn
+        (genlab-serve decodes many of them together with `advance_sequences`)."""
+        return self.net.start(prompt_ids, samplings)
+
+    def advance_sequences(self, sequences: Sequence[DecodingSequence], rows: int | None = None) -> None:
+        """Append one token to each sequence, in one batch padded to `rows` rows (see `GPT.advance`)."""
+        self.net.advance(sequences, rows)
 
     def text_samples(self, seed: int) -> dict[str, str]:
         """One continuation per configured prompt, each from its own fixed seed."""

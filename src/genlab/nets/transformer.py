@@ -7,6 +7,8 @@ small enough to read in one sitting, close enough to GPT-2 that its numbers (los
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +54,39 @@ class KVCache:
         """Forget every cached position; the buffers are reused."""
         self.length = 0
 
+    def copy(self) -> KVCache:
+        """An independent cache holding the same positions (e.g. one prefilled prompt for several continuations)."""
+        twin = KVCache(len(self.keys), self.batch_size, self.block_size)
+        twin.keys = [None if t is None else t.clone() for t in self.keys]
+        twin.values = [None if t is None else t.clone() for t in self.values]
+        twin.length = self.length
+        return twin
+
+
+class RowCaches:
+    """The KV caches of independent one-row sequences that take one decoding step together.
+
+    Row b of the batch writes to and attends to `caches[b]` only, at its own position; a `None` row is padding (its
+    attention output is zero and nothing is cached). The projections around the attention still run as one batch.
+    """
+
+    def __init__(self, caches: Sequence[KVCache | None]) -> None:
+        self.caches = list(caches)
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Attention of each row's new (1, H, 1, D) query to its own cached keys/values and the new ones."""
+        out = torch.zeros_like(q)
+        for b, cache in enumerate(self.caches):
+            if cache is not None:
+                keys, values = cache.update(layer, k[b : b + 1], v[b : b + 1])
+                out[b : b + 1] = F.scaled_dot_product_attention(q[b : b + 1], keys, values)
+        return out
+
+    def advance(self) -> None:
+        for cache in self.caches:
+            if cache is not None:
+                cache.advance(1)
+
 
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where each position sees only itself and earlier positions."""
@@ -64,10 +99,13 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, kv_cache: KVCache | RowCaches | None = None, layer: int = 0) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if isinstance(kv_cache, RowCaches):
+            y = kv_cache.attend(layer, q, k, v).transpose(1, 2).contiguous().view(B, T, C)
+            return self.resid_dropout(self.proj(y))
         past = 0
         if kv_cache is not None:
             past = kv_cache.length
@@ -112,9 +150,29 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = MLP(n_embd, dropout, bias)
 
-    def forward(self, x: Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, kv_cache: KVCache | RowCaches | None = None, layer: int = 0) -> Tensor:
         x = x + self.attn(self.ln_1(x), kv_cache, layer)
         return x + self.mlp(self.ln_2(x))
+
+
+@dataclass
+class Sampling:
+    """How one sequence draws its tokens: temperature (0 = greedy), top_k, top_p, and its own random generator."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    generator: torch.Generator | None = None
+
+
+@dataclass
+class DecodingSequence:
+    """A sequence decoded step by step (`GPT.start`, then `GPT.advance`): its token ids so far, the last one not yet
+    in its own one-row KV cache, and how it draws its tokens."""
+
+    ids: list[int]
+    cache: KVCache
+    sampling: Sampling
 
 
 class GPT(nn.Module):
@@ -252,6 +310,57 @@ class GPT(nn.Module):
             next_token = self._sample(logits[:, -1, :], temperature, top_k, top_p, generator)
             idx = torch.cat((idx, next_token), dim=1)
         return idx
+
+    @torch.no_grad()
+    def start(self, prompt: Sequence[int], samplings: Sequence[Sampling]) -> list[DecodingSequence]:
+        """Prefill one prompt (its last block_size tokens) once and draw the first token of one continuation per
+        `Sampling`; continue them with `advance`."""
+        context = torch.tensor([list(prompt)[-self.block_size :]], dtype=torch.long, device=self.wte.weight.device)
+        cache = self.new_kv_cache(1)
+        logits, _ = self(context, kv_cache=cache)
+        sequences = []
+        for sampling in samplings:
+            first = self._sample(
+                logits[:, -1, :], sampling.temperature, sampling.top_k, sampling.top_p, sampling.generator
+            )
+            sequences.append(DecodingSequence([*prompt, int(first)], cache.copy(), sampling))
+        return sequences
+
+    @torch.no_grad()
+    def advance(self, sequences: Sequence[DecodingSequence], rows: int | None = None) -> None:
+        """One decoding step for independent sequences: each feeds its last token and appends the next one, drawn
+        with its own settings and generator, so what a sequence draws never depends on the others.
+
+        The sequences whose caches have room take the step as one batch, padded to `rows` rows when given. Batched
+        matrix products are not bitwise batch-invariant (their results move in the last bits with the number of
+        rows), but they are with a fixed number of rows: padding every step to the same `rows` makes a sequence's
+        numbers, and so its tokens, the same whichever sequences share its batch. A sequence whose cache is full
+        is recomputed on its last block_size tokens, as `generate` does.
+        """
+        cached = [s for s in sequences if s.cache.length < self.block_size]
+        full = [s for s in sequences if s.cache.length >= self.block_size]
+        if rows is not None and rows < len(cached):
+            raise ValueError(f"{len(cached)} sequences do not fit a step of {rows} rows")
+        device = self.wte.weight.device
+        logits = []
+        if cached:
+            padding = (rows or len(cached)) - len(cached)
+            tokens = torch.tensor([[s.ids[-1]] for s in cached] + [[0]] * padding, device=device)
+            positions = torch.tensor([[s.cache.length] for s in cached] + [[0]] * padding, device=device)
+            caches = RowCaches([s.cache for s in cached] + [None] * padding)
+            x = self.drop(self.wte(tokens) + self.wpe(positions))
+            for layer, block in enumerate(self.blocks):
+                x = block(x, caches, layer)
+            caches.advance()
+            logits += list(self.lm_head(self.ln_f(x))[: len(cached), -1:, :])
+        for s in full:
+            window = torch.tensor([s.ids[-self.block_size :]], dtype=torch.long, device=device)
+            logits.append(self(window)[0][0, -1:, :])
+        for s, row in zip(cached + full, logits, strict=True):
+            sampling = s.sampling
+            s.ids.append(
+                int(self._sample(row, sampling.temperature, sampling.top_k, sampling.top_p, sampling.generator))
+            )
 
     @staticmethod
     def _sample(

@@ -180,11 +180,19 @@ class VAE(GenerativeModel):
 
     # -- pictures ---------------------------------------------------------------------------------------------------
 
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n latent points from the prior, drawn on the CPU (the same noise on every device)."""
+        return torch.randn((n, self.latent_dim), generator=generator).to(self.device)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """Images (the decoder's means) of latent points."""
+        return self.mean_image(self.decode(z))
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n images from the prior; pass a seeded CPU generator for the same noise every time."""
-        z = torch.randn((n, self.latent_dim), generator=generator).to(self.device)
-        return self.mean_image(self.decode(z))
+        return self.generate(self.noise(n, generator))
 
     @torch.no_grad()
     def image_grids(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, tuple[torch.Tensor, int]]:

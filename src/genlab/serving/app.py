@@ -187,6 +187,7 @@ def add_completions_route(app: FastAPI, engine: TextEngine, request_model: type,
             body.top_p if body.top_p < 1 else None,
             seed,
             body.stop_sequences,
+            body.stream,
             Reply.to_queue(events),
         )
         engine.submit(job)

@@ -38,7 +38,8 @@ class Choice:
 @dataclass
 class CompletionJob:
     """One request: `n` completions of each prompt (token ids), drawn from `seed + i`; `reply` gets the events
-    ("text", index, delta), ("finish", index, reason), ("done", usage) or an exception."""
+    ("text", index, delta), ("finish", index, reason), ("done", usage, requests in its largest pass) or an
+    exception."""
 
     prompts: list[list[int]]
     n: int
@@ -48,6 +49,7 @@ class CompletionJob:
     top_p: float | None
     seed: int
     stop: list[str]
+    stream: bool
     reply: Reply
     cancelled: bool = False
     choices: list[Choice] = field(default_factory=list)
@@ -161,17 +163,21 @@ class TextEngine(ModelThread[CompletionJob]):
         return all(c.finish_reason is not None for c in job.choices)
 
     def report(self, job: CompletionJob) -> None:
-        """Send each completion's new text; finish it at a stop sequence or at max_tokens; end the request."""
+        """Send each completion's new text (as it comes when streaming, else once at its end); finish it at a stop
+        sequence or at max_tokens; end the request when all its completions are finished."""
         decode = self.model.tokenizer.decode
         for choice in job.choices:
             if choice.finish_reason is not None:
                 continue
             at_length = choice.tokens >= job.max_tokens
+            if not (job.stream or job.stop or at_length):
+                continue  # nothing to send or to look for before the end
             text, stopped = visible_text(decode(choice.sequence.ids[choice.prompt_length :]), job.stop, at_length)
-            if len(text) > len(choice.sent):
+            done = stopped or at_length
+            if (job.stream or done) and len(text) > len(choice.sent):
                 job.reply.send(("text", choice.index, text[len(choice.sent) :]))
                 choice.sent = text
-            if stopped or at_length:
+            if done:
                 choice.finish_reason = "stop" if stopped else "length"
                 job.reply.send(("finish", choice.index, choice.finish_reason))
         if self.finished(job):

@@ -46,7 +46,10 @@ class ImageModel:
         self.num_classes: int | None = getattr(getattr(model, "spec", None), "num_classes", None)
 
     def shares_passes(self, options: dict[str, Any]) -> bool:
-        """Whether requests with these options can share passes (`generate` takes them all)."""
+        """Whether requests with these options can share passes: `generate` takes them all, and labels one per
+        image (a pass mixes the labels of several requests)."""
+        if "label" in options and self.label_parameter != "labels":
+            return False
         wanted = {self.label_parameter if name == "label" else name for name in options}
         return self.generate_options is not None and wanted <= self.generate_options
 

@@ -138,7 +138,7 @@ class TextEngine(ModelThread[CompletionJob]):
 
     def step(self) -> None:
         """One token for every unfinished completion, in passes of `max_batch_size` rows."""
-        running = [(job, c) for job in self.active for c in job.choices if c.finish_reason is None]
+        running = [(job, c) for job in self.active if not job.cancelled for c in job.choices if c.finish_reason is None]
         for first in range(0, len(running), self.max_batch_size):
             part = running[first : first + self.max_batch_size]
             jobs = list({id(job): job for job, _ in part}.values())

@@ -72,7 +72,8 @@ class Server:
         self.url = f"http://{HOST}:{free_port()}"
         port = self.url.rsplit(":", 1)[1]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        command = ["genlab-serve", f"run={run_dir}", f"host={HOST}", f"port={port}", "log_level=warning", *settings]
+        command = ["genlab-serve", f"run={run_dir}", "ckpt=last", f"host={HOST}", f"port={port}", "log_level=warning"]
+        command += settings
         self.log = log.open("w")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 

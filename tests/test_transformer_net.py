@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genlab.errors import ConfigError
-from genlab.nets.transformer import GPT, Sampling
+from genlab.nets.transformer import GPT, DecodingBatch, DecodingSequence, Sampling
 
 VOCAB = 11
 BLOCK = 12
@@ -266,27 +266,43 @@ def test_cache_follows_the_autocast_dtype() -> None:
 
 
 def test_sequences_decoded_together_draw_what_each_draws_alone() -> None:
-    """GPT.start/advance (continuous batching in genlab-serve): each sequence has its own cache, position and
-    generator; in steps padded to a fixed number of rows its tokens do not depend on the other sequences, and
-    unpadded and alone they are generate()'s, past the block size too (where the cache is full)."""
+    """DecodingBatch (continuous batching in genlab-serve): each sequence has its own slot, position and generator;
+    with every step padded to the batch's rows, a sequence's tokens do not depend on the other sequences, on its slot,
+    or on who joins and leaves, also past the block size (where a sequence leaves its slot and is recomputed)."""
     model = tiny()
 
-    def decode(prompts_and_seeds: list[tuple[list[int], int]], rows: int | None) -> list[list[int]]:
-        sequences = [
-            sequence
-            for prompt, seed in prompts_and_seeds
-            for sequence in model.start(prompt, [Sampling(0.9, 5, 0.95, torch.Generator().manual_seed(seed))])
-        ]
-        for _ in range(2 * BLOCK):
-            model.advance(sequences, rows)
-        return [sequence.ids for sequence in sequences]
+    def start(prompt: list[int], seed: int) -> DecodingSequence:
+        (sequence,) = model.start(prompt, [Sampling(0.9, 5, 0.95, torch.Generator().manual_seed(seed))])
+        return sequence
 
-    alone = decode([([1, 2, 3], 7)], rows=8)[0]
-    together = decode([([4], 1), ([1, 2, 3], 7), (tokens(1, BLOCK + 3)[0].tolist(), 3)], rows=8)
-    assert together[1] == alone
-    assert len({tuple(ids[-2 * BLOCK :]) for ids in together}) == 3, "the seeds drew the same tokens"
+    alone = DecodingBatch(model, rows=4)
+    mine = start([1, 2, 3], 7)
+    alone.add(mine)
+    for _ in range(2 * BLOCK):
+        alone.step()
 
-    generated = model.generate(tokens(1, 3), 2 * BLOCK + 1, 0.9, 5, 0.95, torch.Generator().manual_seed(7))
-    assert decode([(tokens(1, 3)[0].tolist(), 7)], rows=None)[0] == generated[0].tolist()
-    with pytest.raises(ValueError, match="3 sequences do not fit a step of 2 rows"):
-        model.advance(model.start([1], [Sampling()] * 3), rows=2)
+    shared = DecodingBatch(model, rows=4)
+    first, long = start([4], 1), start(tokens(1, BLOCK + 3)[0].tolist(), 3)  # the long one starts past the block
+    shared.add(first)
+    shared.add(long)
+    shared.step()
+    again, late = start([1, 2, 3], 7), start([5, 6], 2)
+    shared.add(again)  # one step later, into slot 1
+    for step in range(2 * BLOCK):
+        if step == 3:
+            shared.add(late)
+        if step == 5:
+            shared.remove(first)
+        shared.step()
+
+    assert again.ids == mine.ids
+    assert len(again.ids) == 3 + 1 + 2 * BLOCK and len(long.ids) == BLOCK + 3 + 1 + 2 * BLOCK + 1
+    assert len({tuple(s.ids[-BLOCK:]) for s in (mine, first, long, late)}) == 4, "the seeds drew the same tokens"
+    assert len(shared) == 3 and shared.free == 4  # the rest left their slots at the block size
+    unpadded = DecodingBatch(model, rows=4, pad=False)
+    unpadded.add(start([1, 2, 3], 7))
+    unpadded.step()
+    with pytest.raises(ValueError, match="the batch's 1 slots are all taken"):
+        one = DecodingBatch(model, rows=1)
+        one.add(start([1], 0))
+        one.add(start([2], 0))

@@ -14,7 +14,7 @@ from genlab.data.spec import DataSpec
 from genlab.data.tokenizers import Tokenizer, tokenizer_from_state
 from genlab.errors import check
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
-from genlab.nets.transformer import DecodingSequence, Sampling
+from genlab.nets.transformer import DecodingBatch, DecodingSequence, Sampling
 
 
 class TransformerLM(GenerativeModel):
@@ -125,13 +125,13 @@ class TransformerLM(GenerativeModel):
         return self.tokenizer.encode(prompt) or self.tokenizer.encode("\n")
 
     def start_sequences(self, prompt_ids: Sequence[int], samplings: Sequence[Sampling]) -> list[DecodingSequence]:
-        """Continuations of one prompt decoded step by step, one per `Sampling`, each with its first token drawn
-        (genlab-serve decodes many of them together with `advance_sequences`)."""
+        """Continuations of one prompt, one per `Sampling`, each with its first token drawn; genlab-serve decodes
+        many of them together in a `decoding_batch`."""
         return self.net.start(prompt_ids, samplings)
 
-    def advance_sequences(self, sequences: Sequence[DecodingSequence], rows: int | None = None) -> None:
-        """Append one token to each sequence, in one batch padded to `rows` rows (see `GPT.advance`)."""
-        self.net.advance(sequences, rows)
+    def decoding_batch(self, rows: int, pad: bool = True) -> DecodingBatch:
+        """An empty batch of `rows` slots in which started sequences take their next tokens together."""
+        return DecodingBatch(self.net, rows, pad)
 
     def text_samples(self, seed: int) -> dict[str, str]:
         """One continuation per configured prompt, each from its own fixed seed."""

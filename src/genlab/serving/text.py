@@ -1,10 +1,11 @@
 """Language models behind POST /v1/completions: continuous batching of decoding steps with the KV cache.
 
-Each completion is a sequence with its own one-row KV cache and its own generator (`seed + i` for the i-th choice of
-a request, as genlab-sample numbers its texts). A request's prompt is prefilled once, alone; then every active
-sequence of every request takes its next decoding step in shared passes of `max_batch_size` rows (padded to that
-size when `batch_invariant`, so a completion is the same whichever requests share its passes). Requests join the
-running batch at the next step and leave it when they finish, so a short request never waits for a long one.
+Each completion draws from its own generator (`seed + i` for the i-th choice of a request, as genlab-sample numbers
+its texts). A request's prompt is prefilled once, alone; its completions then take slots in a decoding batch, one KV
+cache of `max_batch_size` slots, where every unfinished completion of every request takes its next token in one pass
+(over all slots and whole slots when `batch_invariant`, so a completion is the same whichever requests share its
+passes; see `genlab.nets.transformer.DecodingBatch`). Requests join between two tokens and leave when they finish, so
+a short request never waits for a long one.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Choice:
     index: int
     sequence: Any
     prompt_length: int
+    batch: Any = None
     sent: str = ""
     tokens: int = 1  # the first token is drawn with the prefill
     finish_reason: str | None = None
@@ -88,6 +90,7 @@ class TextEngine(ModelThread[CompletionJob]):
         self.pad = batch_invariant
         self.waiting: deque[CompletionJob] = deque()
         self.active: list[CompletionJob] = []
+        self.batches: list[Any] = []  # the model's decoding batches of max_batch_size slots (more for a big request)
 
     def serve_forever(self) -> None:
         while not self.stopping:
@@ -117,6 +120,9 @@ class TextEngine(ModelThread[CompletionJob]):
             if not self.finished(job):  # max_tokens=1 or a stop sequence in the first token: done already
                 rows += job.rows
                 self.active.append(job)
+                for choice in job.choices:
+                    if choice.finish_reason is None:
+                        self.place(choice)
 
     def prefill(self, job: CompletionJob) -> None:
         from genlab.nets.transformer import Sampling
@@ -126,37 +132,53 @@ class TextEngine(ModelThread[CompletionJob]):
             indices = range(p * job.n, (p + 1) * job.n)
             samplings = [
                 Sampling(
-                    job.temperature,
-                    job.top_k,
-                    job.top_p,
-                    torch.Generator(device=device).manual_seed(job.seed + i),
+                    job.temperature, job.top_k, job.top_p, torch.Generator(device=device).manual_seed(job.seed + i)
                 )
                 for i in indices
             ]
             sequences = self.model.start_sequences(prompt, samplings)
             job.choices += [Choice(i, s, len(prompt)) for i, s in zip(indices, sequences, strict=True)]
 
+    def place(self, choice: Choice) -> None:
+        """Put a completion into a decoding batch with a free slot (a new batch if none has one)."""
+        batch = next((batch for batch in self.batches if batch.free), None)
+        if batch is None:
+            batch = self.model.decoding_batch(self.max_batch_size, self.pad)
+            self.batches.append(batch)
+        batch.add(choice.sequence)
+        choice.batch = batch
+
     def step(self) -> None:
-        """One token for every unfinished completion, in passes of `max_batch_size` rows."""
-        running = [(job, c) for job in self.active if not job.cancelled for c in job.choices if c.finish_reason is None]
-        for first in range(0, len(running), self.max_batch_size):
-            part = running[first : first + self.max_batch_size]
-            jobs = list({id(job): job for job, _ in part}.values())
+        """One token for every unfinished completion: one pass per decoding batch."""
+        for batch in self.batches:
+            members = [(job, c) for job in self.active for c in job.choices if c.batch is batch and not c.finish_reason]
+            if not members:
+                continue
+            jobs = list({id(job): job for job, _ in members}.values())
             try:
-                self.model.advance_sequences([c.sequence for _, c in part], self.max_batch_size if self.pad else None)
+                batch.step()
             except Exception as exc:  # a failure of the pass itself (not of one request's input): its requests fail
                 for job in jobs:
                     self.fail(job, exc)
                 continue
-            self.stats.record(len(jobs), len(part))
+            self.stats.record(len(jobs), len(members))
             for job in jobs:
                 job.shared_with = max(job.shared_with, len(jobs))
-            for _, choice in part:
+            for _, choice in members:
                 choice.tokens += 1
         for job in self.active:
             if not job.cancelled:
                 self.report(job)
-        self.active = [job for job in self.active if not job.cancelled and not self.finished(job)]
+        still = []
+        for job in self.active:
+            for choice in job.choices:
+                if choice.batch is not None and (job.cancelled or choice.finish_reason):
+                    choice.batch.remove(choice.sequence)
+                    choice.batch = None
+            if not job.cancelled and not self.finished(job):
+                still.append(job)
+        self.active = still
+        self.batches = [batch for i, batch in enumerate(self.batches) if i == 0 or len(batch)]
 
     @staticmethod
     def finished(job: CompletionJob) -> bool:

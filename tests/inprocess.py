@@ -29,6 +29,7 @@ ENTRYPOINTS = {
     "genlab-eval": "genlab.eval:main",
     "genlab-sample": "genlab.sample:main",
     "genlab-compare": "genlab.compare:main",
+    "genlab-serve": "genlab.serve:main",
 }
 
 

@@ -53,6 +53,8 @@ def imported_heavy(program: str, *arguments: str, cwd: Path) -> tuple[int, list[
         ("genlab-compare", "--help"),
         ("genlab-eval", "--help"),
         ("genlab-sample", "--help"),
+        ("genlab-serve", "--help"),
+        ("genlab-serve", "run=missing", "max_batch_size=0"),
     ],
     ids=" ".join,
 )

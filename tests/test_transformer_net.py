@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from genlab.errors import ConfigError
-from genlab.nets.transformer import GPT
+from genlab.nets.transformer import GPT, DecodingBatch, DecodingSequence, Sampling
 
 VOCAB = 11
 BLOCK = 12
@@ -266,3 +266,46 @@ def test_cache_follows_the_autocast_dtype() -> None:
         assert model.generate(tokens(2, 4), 10).shape == (2, 14)
     assert cache.keys[0].dtype == torch.bfloat16 and cache.length == 5
     assert logits.shape == (2, 1, VOCAB)
+
+
+def test_sequences_decoded_together_draw_what_each_draws_alone() -> None:
+    """DecodingBatch (continuous batching in genlab-serve): each sequence has its own slot, position and generator;
+    with every step padded to the batch's rows, a sequence's tokens do not depend on the other sequences, on its slot,
+    or on who joins and leaves, also past the block size (where a sequence leaves its slot and is recomputed)."""
+    model = tiny()
+
+    def start(prompt: list[int], seed: int) -> DecodingSequence:
+        (sequence,) = model.start(prompt, [Sampling(0.9, 5, 0.95, torch.Generator().manual_seed(seed))])
+        return sequence
+
+    alone = DecodingBatch(model, rows=4)
+    mine = start([1, 2, 3], 7)
+    alone.add(mine)
+    for _ in range(2 * BLOCK):
+        alone.step()
+
+    shared = DecodingBatch(model, rows=4)
+    first, long = start([4], 1), start(tokens(1, BLOCK + 3)[0].tolist(), 3)  # the long one starts past the block
+    shared.add(first)
+    shared.add(long)
+    shared.step()
+    again, late = start([1, 2, 3], 7), start([5, 6], 2)
+    shared.add(again)  # one step later, into slot 1
+    for step in range(2 * BLOCK):
+        if step == 3:
+            shared.add(late)
+        if step == 5:
+            shared.remove(first)
+        shared.step()
+
+    assert again.ids == mine.ids
+    assert len(again.ids) == 3 + 1 + 2 * BLOCK and len(long.ids) == BLOCK + 3 + 1 + 2 * BLOCK + 1
+    assert len({tuple(s.ids[-BLOCK:]) for s in (mine, first, long, late)}) == 4, "the seeds drew the same tokens"
+    assert len(shared) == 3 and shared.free == 4  # the rest left their slots at the block size
+    unpadded = DecodingBatch(model, rows=4, pad=False)
+    unpadded.add(start([1, 2, 3], 7))
+    unpadded.step()
+    with pytest.raises(ValueError, match="the batch's 1 slots are all taken"):
+        one = DecodingBatch(model, rows=1)
+        one.add(start([1], 0))
+        one.add(start([2], 0))

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
 
-def save_grid(images: torch.Tensor, nrow: int, path: Path) -> torch.Tensor:
-    """Tile images in [0, 1] into one picture (white 2-px gaps), write it as a PNG and return it for the loggers.
+def save_grid(images: torch.Tensor, nrow: int, path: Path | BinaryIO) -> torch.Tensor:
+    """Tile images in [0, 1] into one picture (white 2-px gaps), write it as a PNG (to a file or a binary stream)
+    and return it for the loggers.
 
-    One layout for the pictures written during training and for genlab-sample's.
+    One layout for the pictures written during training, genlab-sample's and genlab-serve's.
     """
     grid = make_grid(images.float().cpu(), nrow=nrow, padding=2, pad_value=1.0)
-    save_image(grid, path)
+    save_image(grid, path, format="png")
     return grid
 
 

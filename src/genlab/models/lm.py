@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric
 from genlab.data.spec import DataSpec
 from genlab.data.tokenizers import Tokenizer, tokenizer_from_state
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
+from genlab.nets.transformer import DecodingBatch, DecodingSequence, Sampling
 from genlab.settings import NonNegativeFloat, PositiveInt
 
 
@@ -110,12 +111,25 @@ class TransformerLM(GenerativeModel):
         generator: torch.Generator | None = None,
     ) -> str:
         """The prompt's continuation (without the prompt), sampled with the KV cache."""
-        ids = self.tokenizer.encode(prompt) or self.tokenizer.encode("\n")
+        ids = self.prompt_ids(prompt)
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
         out = self.net.generate(
             idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
         )
         return self.tokenizer.decode(out[0, len(ids) :].tolist())
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The prompt's token ids; an empty prompt starts from a newline."""
+        return self.tokenizer.encode(prompt) or self.tokenizer.encode("\n")
+
+    def start_sequences(self, prompt_ids: Sequence[int], samplings: Sequence[Sampling]) -> list[DecodingSequence]:
+        """Continuations of one prompt, one per `Sampling`, each with its first token drawn; genlab-serve decodes
+        many of them together in a `decoding_batch`."""
+        return self.net.start(prompt_ids, samplings)
+
+    def decoding_batch(self, rows: int, pad: bool = True) -> DecodingBatch:
+        """An empty batch of `rows` slots in which started sequences take their next tokens together."""
+        return DecodingBatch(self.net, rows, pad)
 
     def text_samples(self, seed: int) -> dict[str, str]:
         """One continuation per configured prompt, each from its own fixed seed."""

@@ -191,12 +191,20 @@ class VAE(GenerativeModel):
 
     # -- pictures ---------------------------------------------------------------------------------------------------
 
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n latent points from the prior, drawn on the CPU (the same noise on every device)."""
+        return torch.randn((n, self.latent_dim), generator=generator).to(self.device)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (the decoder's means) of latent points (for `labels`, when conditional)."""
+        return self.mean_image(self.decode(z, labels))
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, labels: Labels | None = None) -> torch.Tensor:
         """n images from the prior; pass a seeded CPU generator for the same noise every time. A conditional VAE
         draws them for `labels` (one class, or one per image), by default spread evenly over the classes."""
-        z = torch.randn((n, self.latent_dim), generator=generator).to(self.device)
-        return self.mean_image(self.decode(z, self.conditioning.for_sampling(n, labels, self.device)))
+        return self.generate(self.noise(n, generator), self.conditioning.for_sampling(n, labels, self.device))
 
     #: The reconstructions need real images: genlab-sample loads a test batch for them when the data is there.
     grids_use_real_images = True

@@ -49,8 +49,8 @@ class ImageModel:
         self.generate_options = (
             parameters(model.generate) if hasattr(model, "noise") and hasattr(model, "generate") else None
         )
-        self.num_classes: int | None = (
-            conditioning_of(model).num_classes or getattr(getattr(model, "spec", None), "num_classes", None)
+        self.num_classes: int | None = conditioning_of(model).num_classes or getattr(
+            getattr(model, "spec", None), "num_classes", None
         )
 
     def shares_passes(self, options: dict[str, Any]) -> bool:

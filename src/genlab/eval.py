@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from genlab.commands import run_command
+from genlab.config import judged_by
 from genlab.console import print_metrics
 from genlab.run_folder import write_metrics
 
@@ -38,12 +39,12 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     )
     metrics = dict(trainer.validate(run.model, datamodule=run.datamodule, verbose=False)[0])
     metrics.update(trainer.test(run.model, datamodule=run.datamodule, verbose=False)[0])
-    model = run.model
+    judged_metric, judged_mode = judged_by(run.config)
     write_metrics(
         run.dir,
         metrics,
-        model.judged_metric,
-        model.judged_mode,
+        judged_metric,
+        judged_mode,
         file_name=EVAL_FILE,
         checkpoint=os.path.relpath(run.checkpoint, run.dir),
         epoch=run.epoch,
@@ -53,7 +54,7 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
         **summaries_of(callbacks),
     )
     title = f"metrics of {os.path.relpath(run.checkpoint, run.dir)} (written to {EVAL_FILE})"
-    print_metrics(metrics, model.judged_metric, run.dir, title=title)
+    print_metrics(metrics, judged_metric, run.dir, title=title)
     return metrics
 
 

@@ -1,4 +1,5 @@
-"""`genlab-sample run=RUN_DIR [n=64] [out=DIR] [seed=0]`: draw images or text from a trained run, reproducibly."""
+"""`genlab-sample run=RUN_DIR [n=64] [out=DIR] [seed=0]`: draw images, text or whole sequences (molecules) from a
+trained run, reproducibly."""
 
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ def write_images(run: Run, n: int, seed: int, out: Path) -> list[Path]:
     return written
 
 
+def temperature_of(run: Run, cfg: DictConfig) -> float:
+    """The sampling temperature asked for, else the run's own (`model.sample_temperature`)."""
+    return cfg.temperature if cfg.temperature is not None else run.model.sample_temperature
+
+
 def write_texts(run: Run, cfg: DictConfig, n: int, out: Path) -> list[Path]:
     """text_000.txt, ...: the prompt and a continuation, the i-th drawn from seed + i."""
     import torch
@@ -47,12 +53,22 @@ def write_texts(run: Run, cfg: DictConfig, n: int, out: Path) -> list[Path]:
     for i in range(n):
         generator = torch.Generator(device=run.model.device).manual_seed(cfg.seed + i)
         text = run.model.generate_text(
-            cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, generator=generator
+            cfg.prompt, cfg.max_new_tokens, temperature_of(run, cfg), cfg.top_k, cfg.top_p, generator=generator
         )
         path = out / f"text_{i:03d}.txt"
         path.write_text(cfg.prompt + text, encoding="utf-8")
         written.append(path)
     return written
+
+
+def write_sequences(run: Run, cfg: DictConfig, n: int, out: Path) -> list[Path]:
+    """n whole sequences from seed, written as the data's domain writes them (molecules: .smi and a picture)."""
+    import torch
+    from hydra.utils import get_class
+
+    generator = torch.Generator(device=run.model.device).manual_seed(cfg.seed)
+    texts = run.model.generate_sequences(n, temperature_of(run, cfg), cfg.top_k, cfg.top_p, generator=generator)
+    return get_class(run.config.data._target_).write_samples(texts, run.model.tokenizer, out)
 
 
 def sample(cfg: DictConfig, overrides: list[str]) -> list[Path]:
@@ -63,7 +79,9 @@ def sample(cfg: DictConfig, overrides: list[str]) -> list[Path]:
     run = load_run(cfg.run, cfg.ckpt, device=cfg.device, overrides=overrides)
     out = Path(cfg.out) if cfg.out else run.dir / "generated"
     out.mkdir(parents=True, exist_ok=True)
-    if hasattr(run.model, "generate_text"):
+    if getattr(run.model, "whole_sequences", False):
+        written = write_sequences(run, cfg, cfg.n or 100, out)
+    elif hasattr(run.model, "generate_text"):
         written = write_texts(run, cfg, cfg.n or 1, out)
     elif hasattr(run.model, "sample"):
         written = write_images(run, cfg.n or 64, cfg.seed, out)

@@ -18,12 +18,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class, get_object, instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from genlab.callbacks.run_state import CheckpointOnInterrupt, LoadableCheckpoint, RandomState
 from genlab.checkpoints import AtomicCheckpointIO, check_checkpoint_file
+from genlab.config import judged_by
 from genlab.console import print_metrics
 from genlab.errors import ConfigError, check
 from genlab.manifest import Manifest
@@ -64,7 +65,7 @@ def check_model_settings(cfg: DictConfig) -> None:
 def check_judged_metric_is_measured(cfg: DictConfig) -> None:
     """A model judged by FID (the GAN) needs the sample-quality metrics on every validation epoch: checkpoints and
     early stopping select by it."""
-    judged = get_class(cfg.model._target_).judged_metric
+    judged, _ = judged_by(cfg)
     if not judged.endswith("/fid"):
         return
     enabled = bool(cfg.get("metrics")) and "_target_" in cfg.metrics
@@ -140,22 +141,23 @@ def train(cfg: DictConfig) -> float | None:
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics, best = evaluate_best(trainer, model, datamodule, test=cfg.test)
     summaries = summaries_of(callbacks)
+    judged_metric, judged_mode = judged_by(cfg)
     if trainer.is_global_zero:
         # The epoch and step of the evaluated checkpoint (validate/test restore weights, not the loop counters).
         state = torch.load(best, map_location="cpu", weights_only=True) if best else {}
         write_metrics(
             run_dir,
             metrics,
-            model.judged_metric,
-            model.judged_mode,
+            judged_metric,
+            judged_mode,
             checkpoint=os.path.relpath(best, run_dir) if best else None,
             epoch=state.get("epoch", trainer.current_epoch),
             global_step=state.get("global_step", trainer.global_step),
             **summaries,
         )
-        print_metrics(metrics, model.judged_metric, run_dir)
+        print_metrics(metrics, judged_metric, run_dir)
         log_hparams(trainer.loggers, metrics)
-    return metrics.get(model.judged_metric)
+    return metrics.get(judged_metric)
 
 
 def run_job(cfg: DictConfig) -> float | None:

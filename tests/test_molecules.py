@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import require_data, train_env
 from inprocess import call_entrypoint
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from genlab.config import judged_by
 from genlab.data.molecules import MoleculeDataModule, read_smiles
@@ -166,7 +167,10 @@ def test_gpt_moses_cpu_trains_and_samples_molecules(genlab_train, tmp_path) -> N
     assert metrics["molecule_metrics"]["num_generated_test"] == 48
     assert metrics["molecule_metrics"]["num_training"] <= 400
     assert len((run.dir / "samples" / "sequences.txt").read_text().splitlines()) == 4
-    assert list((run.dir / "tensorboard").rglob("events.out.tfevents.*")), "the grids and metrics go to TensorBoard"
+    (events,) = {path.parent for path in (run.dir / "tensorboard").rglob("events.out.tfevents.*")}
+    logged = EventAccumulator(str(events)).Reload().Tags()
+    assert {"val/molecules", "test/molecules"} <= set(logged["images"]), "the drawn grids go to TensorBoard"
+    assert {"val/validity", "val/valid_fcd_score", "test/fcd"} <= set(logged["scalars"])
 
     sample = call_entrypoint("genlab-sample", [f"run={run.dir}", "n=20"], cwd=tmp_path, env=train_env(tmp_path))
     assert sample.returncode == 0, sample.stderr

@@ -165,7 +165,7 @@ class TransformerLM(GenerativeModel):
         if self.whole_sequences:
             generator = torch.Generator(device=self.device).manual_seed(seed)
             texts = self.generate_sequences(
-                self.sample_sequences, self.sample_temperature, self.sample_top_k, None, generator
+                self.sample_sequences, self.sample_temperature, top_k=self.sample_top_k, generator=generator
             )
             return {"sequences": "\n".join(texts)}
         samples = {}

@@ -30,14 +30,31 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"genlab's configs are missing: looked in {packaged} and {source_tree}")
 
 
+def judged_by(cfg: DictConfig) -> tuple[str, str]:
+    """(metric, mode) a run is judged by: its metrics group's declaration if it makes one, else its model's.
+
+    A model declares its metric as class attributes (`judged_metric`, `judged_mode`: val/loss for the language
+    model). A metrics callback may declare its own the same way when the data domain, not the model, decides what
+    a good run is: the chemistry metrics (`metrics=molecules`) judge a language model of molecules by a sample
+    metric, while the same model on plain text stays judged by val/loss.
+    """
+    metrics = cfg.get("metrics")
+    if metrics and "_target_" in metrics:
+        declared = get_class(metrics._target_)
+        if getattr(declared, "judged_metric", None):
+            return declared.judged_metric, declared.judged_mode
+    model_class = get_class(cfg.model._target_)
+    return model_class.judged_metric, model_class.judged_mode
+
+
 def _judged(field: str, *, _root_: DictConfig) -> str:
-    """`${judged:metric}` / `${judged:mode}`: what the configured model declares it is judged by."""
+    """`${judged:metric}` / `${judged:mode}` / `${judged:direction}`: see `judged_by`."""
     if field not in ("metric", "mode", "direction"):
         raise ValueError(f"${{judged:{field}}}: expected 'metric', 'mode' or 'direction'")
-    model_class = get_class(_root_.model._target_)
+    metric, mode = judged_by(_root_)
     if field == "direction":  # Optuna's word for the mode
-        return {"min": "minimize", "max": "maximize"}[model_class.judged_mode]
-    return getattr(model_class, f"judged_{field}")
+        return {"min": "minimize", "max": "maximize"}[mode]
+    return metric if field == "metric" else mode
 
 
 def _sweep_name() -> str | None:

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from genlab.commands import run_command
+from genlab.config import judged_by
 from genlab.console import print_metrics
 from genlab.files import writable_folder, write_bytes_atomically
 from genlab.run_folder import write_metrics
@@ -53,13 +54,13 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
         metrics.update(*trainer.validate(run.model, datamodule=run.datamodule, verbose=False))
     if "test" in splits:
         metrics.update(*trainer.test(run.model, datamodule=run.datamodule, verbose=False))
-    model = run.model
+    judged_metric, judged_mode = judged_by(run.config)
     record = unique(record)
     write_metrics(
         record.parent,
         metrics,
-        model.judged_metric,
-        model.judged_mode,
+        judged_metric,
+        judged_mode,
         file_name=record.name,
         checkpoint=os.path.relpath(run.checkpoint, run.dir),
         epoch=run.epoch,
@@ -70,7 +71,7 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     )
     write_bytes_atomically(run.dir / EVAL_FILE, record.read_bytes())
     title = f"metrics of {os.path.relpath(run.checkpoint, run.dir)} (written to {os.path.relpath(record, run.dir)})"
-    print_metrics(metrics, model.judged_metric, run.dir, title=title)
+    print_metrics(metrics, judged_metric, run.dir, title=title)
     return metrics
 
 

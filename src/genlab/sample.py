@@ -1,5 +1,5 @@
-"""`genlab-sample run=RUN_DIR [n=64] [out=DIR] [seed=0] [label=K | labels=all]`: draw images or text from a trained
-run, reproducibly."""
+"""`genlab-sample run=RUN_DIR [n=64] [out=DIR] [seed=0] [label=K | labels=all]`: draw images, text or whole sequences
+(molecules) from a trained run, reproducibly."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ SETTINGS = {
     "sampler": str | None,
     "prompt": str,
     "max_new_tokens": PositiveInt,
-    "temperature": NonNegativeFloat,
+    "temperature": NonNegativeFloat | None,
     "top_k": PositiveInt | None,
     "top_p": Annotated[float, Gt(0), Le(1)] | None,
 }
@@ -126,6 +126,11 @@ def write_images(run: Run, cfg: DictConfig, out: Path, options: dict[str, Any]) 
     return written
 
 
+def temperature_of(run: Run, cfg: DictConfig) -> float:
+    """The sampling temperature asked for, else the run's own (`model.sample_temperature`)."""
+    return cfg.temperature if cfg.temperature is not None else run.model.sample_temperature
+
+
 def write_texts(run: Run, cfg: DictConfig, n: int, out: Path) -> list[Path]:
     """text_000.txt, ...: the prompt and a continuation, the i-th drawn from seed + i."""
     import torch
@@ -134,7 +139,7 @@ def write_texts(run: Run, cfg: DictConfig, n: int, out: Path) -> list[Path]:
     for i in range(n):
         generator = torch.Generator(device=run.model.device).manual_seed(cfg.seed + i)
         text = run.model.generate_text(
-            cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, generator=generator
+            cfg.prompt, cfg.max_new_tokens, temperature_of(run, cfg), cfg.top_k, cfg.top_p, generator=generator
         )
         path = out / f"text_{i:03d}.txt"
         path.write_text(cfg.prompt + text, encoding="utf-8")
@@ -154,6 +159,16 @@ def output_folder(cfg: DictConfig, run_dir: Path) -> Path:
     return out
 
 
+def write_sequences(run: Run, cfg: DictConfig, n: int, out: Path) -> list[Path]:
+    """n whole sequences from seed, written as the data's domain writes them (molecules: .smi and a picture)."""
+    import torch
+    from hydra.utils import get_class
+
+    generator = torch.Generator(device=run.model.device).manual_seed(cfg.seed)
+    texts = run.model.generate_sequences(n, temperature_of(run, cfg), cfg.top_k, cfg.top_p, generator=generator)
+    return get_class(run.config.data._target_).write_samples(texts, run.model.tokenizer, out)
+
+
 def sample(cfg: DictConfig, overrides: list[str]) -> list[Path]:
     from genlab.runs import load_run
 
@@ -164,7 +179,9 @@ def sample(cfg: DictConfig, overrides: list[str]) -> list[Path]:
     names = ("generate_text",) if text else ("sample", "image_grids")
     options = sampler_options(cfg, model, [getattr(model, name) for name in names if hasattr(model, name)])
     out = output_folder(cfg, run.dir)
-    if text:
+    if getattr(model, "whole_sequences", False):
+        written = write_sequences(run, cfg, cfg.n or 100, out)
+    elif text:
         written = write_texts(run, cfg, cfg.n or 1, out)
     elif hasattr(model, "sample"):
         written = write_images(run, cfg, out, options)

@@ -16,11 +16,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from hydra.utils import get_class
 from omegaconf import DictConfig, read_write
 from rich.console import Console
 from rich.table import Table
 
+from genlab.config import judged_by
 from genlab.errors import user_error_of
 from genlab.files import write_json_atomically
 from genlab.interrupts import SIGTERM_STATUS
@@ -51,8 +51,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 def worst_value(cfg: DictConfig) -> float:
     """The judged metric's worst value (inf when lower is better), which a sweeper reads as a failed trial."""
     try:
-        mode = get_class(cfg.model._target_).judged_mode
-    except Exception:  # the model itself is what failed to load: any direction will do
+        _, mode = judged_by(cfg)
+    except Exception:  # the model (or metrics) class itself is what failed to load: any direction will do
         mode = "min"
     return math.inf if mode == "min" else -math.inf
 

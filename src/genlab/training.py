@@ -16,12 +16,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.callbacks.run_state import CheckpointOnInterrupt, LoadableCheckpoint, RandomState, judged_checkpoint
 from genlab.checkpoints import RunCheckpointIO, check_checkpoint_file, read_checkpoint
+from genlab.config import judged_by
 from genlab.console import print_metrics
 from genlab.errors import ConfigError, check
 from genlab.interrupts import SIGTERM_STATUS, stop_on_sigterm
@@ -49,7 +50,7 @@ def check_config(cfg: DictConfig) -> None:
 def check_judged_metric_is_measured(cfg: DictConfig) -> None:
     """A model judged by FID (the GAN) needs the sample-quality metrics on every validation epoch: checkpoints and
     early stopping select by it."""
-    judged = get_class(cfg.model._target_).judged_metric
+    judged, _ = judged_by(cfg)
     if not judged.endswith("/fid"):
         return
     enabled = bool(cfg.get("metrics")) and "_target_" in cfg.metrics
@@ -105,12 +106,12 @@ def check_validation_is_on_for(cfg: DictConfig) -> None:
 
 
 def evaluate_best(
-    trainer: pl.Trainer, model: GenerativeModel, datamodule: pl.LightningDataModule, splits: list[str]
+    trainer: pl.Trainer, model: GenerativeModel, datamodule: pl.LightningDataModule, splits: list[str], judged: str
 ) -> tuple[dict[str, float], str]:
-    """Metrics of the best checkpoint by the model's judged metric on `splits`, so every number in metrics.json
+    """Metrics of the best checkpoint by the `judged` metric on `splits`, so every number in metrics.json
     describes one model. Without validation the run has no best: its last checkpoint is evaluated. Without any
     checkpoint (fast_dev_run) the weights in memory are."""
-    best = judged_checkpoint(trainer, model.judged_metric)
+    best = judged_checkpoint(trainer, judged)
     path = best.best_model_path if best is not None else ""
     if not path and trainer.checkpoint_callback is not None:
         last = Path(str(trainer.checkpoint_callback.dirpath)) / f"{LAST}.ckpt"
@@ -162,7 +163,8 @@ def train(cfg: DictConfig) -> float | None:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     splits = evaluated_splits(cfg)
-    metrics, best = evaluate_best(trainer, model, datamodule, splits)
+    judged_metric, judged_mode = judged_by(cfg)
+    metrics, best = evaluate_best(trainer, model, datamodule, splits, judged_metric)
     summaries = summaries_of(callbacks)
     if trainer.is_global_zero:
         # The epoch and step of the evaluated checkpoint (validate/test restore weights, not the loop counters).
@@ -171,8 +173,8 @@ def train(cfg: DictConfig) -> float | None:
         write_metrics(
             run_dir,
             metrics,
-            model.judged_metric,
-            model.judged_mode,
+            judged_metric,
+            judged_mode,
             checkpoint=os.path.relpath(best, run_dir) if best else None,
             epoch=state.get("epoch", trainer.current_epoch),
             global_step=state.get("global_step", trainer.global_step),
@@ -180,9 +182,9 @@ def train(cfg: DictConfig) -> float | None:
             **summaries,
         )
         checkpoint_io.release_kept(still_used=[Path(best).resolve()] if best else [])
-        print_metrics(metrics, model.judged_metric, run_dir)
+        print_metrics(metrics, judged_metric, run_dir)
         log_hparams(trainer.loggers, metrics)
-    return metrics.get(model.judged_metric)
+    return metrics.get(judged_metric)
 
 
 def run_job(cfg: DictConfig) -> float | None:

@@ -1,11 +1,14 @@
-"""Text <-> token ids: characters (vocabulary from the corpus), raw UTF-8 bytes, or byte-level BPE trained locally."""
+"""Text <-> token ids: characters (vocabulary from the corpus), raw UTF-8 bytes, or byte-level BPE trained locally;
+and, for corpora of separate sequences, symbols of a domain (SMILES atoms, ...) with begin/end/padding tokens."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from importlib import import_module
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from genlab.cache import cached
 from genlab.errors import ConfigError, DataError
@@ -123,6 +126,81 @@ class BPETokenizer:
         return {"kind": self.kind, "tokenizer_json": self.tokenizer_json}
 
 
+class SymbolTokenizer(ABC):
+    """One whole sequence (a molecule, a piece of music) <-> ids: the symbols of the corpus plus `<pad>` (0),
+    `<bos>` (1) and `<eos>` (2), which mark where a sequence begins and ends.
+
+    A domain says how its text splits into symbols (`split`) and joins back (`join`); the vocabulary is the set of
+    symbols seen in the corpus, so a symbol outside it is an error, not a silent <unk>.
+    """
+
+    kind: ClassVar[str]
+    SPECIALS: ClassVar[tuple[str, ...]] = ("<pad>", "<bos>", "<eos>")
+    pad_id: ClassVar[int] = 0
+    bos_id: ClassVar[int] = 1
+    eos_id: ClassVar[int] = 2
+
+    def __init__(self, symbols: Sequence[str]) -> None:
+        self.symbols = [*self.SPECIALS, *symbols]
+        self.index = {symbol: i for i, symbol in enumerate(self.symbols)}
+        self.vocab_size = len(self.symbols)
+
+    @classmethod
+    def fit(cls, pieces: Iterable[Sequence[str]]) -> SymbolTokenizer:
+        """The tokenizer whose vocabulary is every symbol of `pieces` (texts already split), sorted."""
+        seen: set[str] = set()
+        for symbols in pieces:
+            seen.update(symbols)
+        return cls(sorted(seen))
+
+    @staticmethod
+    @abstractmethod
+    def split(text: str) -> list[str]:
+        """The symbols of one text; joining them gives the text back."""
+
+    @staticmethod
+    def join(symbols: Sequence[str]) -> str:
+        return "".join(symbols)
+
+    def ids(self, symbols: Sequence[str]) -> list[int]:
+        """Ids of symbols (no begin/end tokens)."""
+        try:
+            return [self.index[symbol] for symbol in symbols]
+        except KeyError as exc:
+            raise DataError(
+                f"the {self.kind} symbol {exc.args[0]!r} is outside the vocabulary of the training data "
+                f"({self.vocab_size - len(self.SPECIALS)} symbols)"
+            ) from None
+
+    def encode(self, text: str) -> list[int]:
+        return self.ids(self.split(text))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of one sequence: up to its first `<eos>`, begin and padding tokens left out."""
+        symbols = []
+        for i in ids:
+            if i == self.eos_id:
+                break
+            if i >= len(self.SPECIALS):
+                symbols.append(self.symbols[i])
+        return self.join(symbols)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "symbols": self.symbols[len(self.SPECIALS) :]}
+
+
+#: The symbol tokenizers by kind, imported when a checkpoint names one (their domains' packages stay unimported).
+SYMBOL_TOKENIZERS = {
+    "smiles": "genlab.data.smiles:SmilesTokenizer",
+    "selfies": "genlab.data.smiles:SelfiesTokenizer",
+}
+
+
+def symbol_tokenizer_class(kind: str) -> type[SymbolTokenizer]:
+    module, _, name = SYMBOL_TOKENIZERS[kind].partition(":")
+    return getattr(import_module(module), name)
+
+
 def train_tokenizer(kind: str, text: str, vocab_size: int, cache_dir: Path) -> Tokenizer:
     """The tokenizer `kind` fitted to `text` (only BPE uses `vocab_size` and the cache)."""
     if kind == "char":
@@ -143,4 +221,6 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
         return ByteTokenizer()
     if kind == "bpe":
         return BPETokenizer(state["tokenizer_json"])
+    if kind in SYMBOL_TOKENIZERS:
+        return symbol_tokenizer_class(kind)(state["symbols"])
     raise DataError(f"unknown tokenizer kind {kind!r} in saved state")

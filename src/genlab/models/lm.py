@@ -10,8 +10,9 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from genlab.data.sequences import IGNORE
 from genlab.data.spec import DataSpec
-from genlab.data.tokenizers import Tokenizer, tokenizer_from_state
+from genlab.data.tokenizers import SymbolTokenizer, Tokenizer, tokenizer_from_state
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
 from genlab.nets.transformer import DecodingBatch, DecodingSequence, Sampling
 from genlab.settings import NonNegativeFloat, PositiveInt
@@ -23,6 +24,9 @@ class TransformerLM(GenerativeModel):
     Logged: `train/loss`, and per evaluation split `loss` (nats per token, the token-weighted mean over the split),
     `bpc` (bits per character: loss x tokens per character of held-out text / ln 2; equal to loss / ln 2 for the
     char tokenizer) and `ppl` (exp of the mean loss).
+
+    On a corpus of separate sequences (a `SymbolTokenizer`: molecules, pieces) it learns whole sequences, padding
+    ignored by the loss, and generates them from the begin token until the end token (`generate_sequences`).
     """
 
     judged_metric = "val/loss"
@@ -41,6 +45,7 @@ class TransformerLM(GenerativeModel):
         sample_tokens: PositiveInt = 200,
         sample_temperature: NonNegativeFloat = 0.8,
         sample_top_k: PositiveInt | None = None,
+        sample_sequences: PositiveInt = 16,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         spec.require_kind("text", "TransformerLM")
@@ -53,6 +58,7 @@ class TransformerLM(GenerativeModel):
         self.sample_tokens = sample_tokens
         self.sample_temperature = sample_temperature
         self.sample_top_k = sample_top_k
+        self.sample_sequences = sample_sequences
         self.net = build_net(net, "text", "TransformerLM", vocab_size=spec.vocab_size, block_size=spec.shape[0])
         self.mean_loss = nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
 
@@ -72,7 +78,7 @@ class TransformerLM(GenerativeModel):
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
         inputs, targets = batch
         _, loss = self.net(inputs, targets)
-        self.mean_loss[split].update(loss.float(), weight=targets.numel())
+        self.mean_loss[split].update(loss.float(), weight=(targets != IGNORE).sum())
 
     def _log_split(self, split: str) -> None:
         loss = self.mean_loss[split].compute()
@@ -99,6 +105,39 @@ class TransformerLM(GenerativeModel):
         self._log_split("test")
 
     # -- generation -------------------------------------------------------------------------------------------------
+
+    @property
+    def whole_sequences(self) -> bool:
+        """Whether the data is separate sequences with begin/end tokens (else one running text)."""
+        return isinstance(self.tokenizer, SymbolTokenizer)
+
+    @torch.no_grad()
+    def generate_sequences(
+        self,
+        n: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int = 500,
+    ) -> list[str]:
+        """`n` whole sequences as text, each from the begin token to (without) the end token, `batch_size` at a
+        time with the KV cache; a sequence that reaches the context length without ending is cut there."""
+        texts: list[str] = []
+        while len(texts) < n:
+            count = min(batch_size, n - len(texts))
+            start = torch.full((count, 1), self.tokenizer.bos_id, dtype=torch.long, device=self.device)
+            out = self.net.generate(
+                start,
+                self.net.block_size,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+                stop_token=self.tokenizer.eos_id,
+            )
+            texts.extend(self.tokenizer.decode(row[1:].tolist()) for row in out.cpu())
+        return texts
 
     @torch.no_grad()
     def generate_text(
@@ -132,7 +171,14 @@ class TransformerLM(GenerativeModel):
         return DecodingBatch(self.net, rows, pad)
 
     def text_samples(self, seed: int) -> dict[str, str]:
-        """One continuation per configured prompt, each from its own fixed seed."""
+        """One continuation per configured prompt, each from its own fixed seed; for separate sequences,
+        `sample_sequences` of them from `seed`, one a line."""
+        if self.whole_sequences:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+            texts = self.generate_sequences(
+                self.sample_sequences, self.sample_temperature, top_k=self.sample_top_k, generator=generator
+            )
+            return {"sequences": "\n".join(texts)}
         samples = {}
         for i, prompt in enumerate(self.sample_prompts):
             generator = torch.Generator(device=self.device).manual_seed(seed + i)

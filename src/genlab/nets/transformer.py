@@ -301,8 +301,12 @@ class GPT(nn.Module):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        stop_token: int | None = None,
     ) -> Tensor:
         """Append `max_new_tokens` sampled tokens to `idx` (B, T) and return the (B, T + max_new_tokens) ids.
+
+        stop_token: stop early, once every row has produced this token (e.g. the end of a sequence); rows that
+        ended sooner go on with tokens their reader ignores.
 
         temperature == 0 or top_k == 1 is greedy decoding; top_p keeps the smallest set of most likely tokens whose
         probability reaches top_p (nucleus sampling). Call `eval()` first unless dropout noise is wanted.
@@ -318,6 +322,7 @@ class GPT(nn.Module):
         if top_p is not None and not 0.0 < top_p <= 1.0:
             raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
         cache = self.new_kv_cache(idx.size(0)) if use_cache else None
+        stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for step in range(max_new_tokens):
             if cache is not None and step > 0 and cache.length < self.block_size:
                 logits, _ = self(idx[:, -1:], kv_cache=cache)
@@ -327,6 +332,10 @@ class GPT(nn.Module):
                 logits, _ = self(context, kv_cache=cache if cache is not None and step == 0 else None)
             next_token = self._sample(logits[:, -1, :], temperature, top_k, top_p, generator)
             idx = torch.cat((idx, next_token), dim=1)
+            if stop_token is not None:
+                stopped |= next_token[:, 0] == stop_token
+                if bool(stopped.all()):
+                    break
         return idx
 
     @torch.no_grad()

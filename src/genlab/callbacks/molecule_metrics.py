@@ -1,0 +1,158 @@
+"""MOSES' metrics of a model's generated molecules, after every validation epoch and at test, to every logger."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+
+from genlab.cache import cached
+from genlab.callbacks.media import log_image
+from genlab.errors import ConfigError
+from genlab.settings import NonNegativeInt, PositiveFloat, PositiveInt
+
+#: unique@k is reported for these k, as MOSES does (on fewer valid molecules when fewer were generated).
+UNIQUE_AT = (1000, 10_000)
+#: The judged score: validity x exp(-FCD / FCD_SCALE) (GuacaMol's FCD score is exp(-0.2 FCD)).
+FCD_SCALE = 5.0
+
+
+def valid_fcd_score(validity: float, fcd: float) -> float:
+    """validity x exp(-FCD / 5), in [0, 1], higher is better; 0 when FCD is undefined (fewer than 2 valid)."""
+    return validity * math.exp(-fcd / FCD_SCALE) if math.isfinite(fcd) else 0.0
+
+
+def canonical_set(smiles: list[str], cache_dir: Path) -> set[str]:
+    """The canonical SMILES of a set of molecules (the training set, for novelty), computed once, cached."""
+    from genlab.metrics.chemistry import canonical
+
+    digest = hashlib.sha256("\n".join(smiles).encode()).hexdigest()[:20]
+    return cached(
+        cache_dir / "molecules" / f"canonical-{digest}.txt",
+        build=lambda: {s for s in canonical(smiles) if s is not None},
+        load=lambda path: set(path.read_text(encoding="utf-8").split()),
+        save=lambda molecules, path: path.write_text("".join(f"{s}\n" for s in sorted(molecules)), encoding="utf-8"),
+        what="canonical training molecules",
+    ).value
+
+
+class MoleculeMetrics(pl.Callback):
+    """Generates molecules and scores them as MOSES does (`genlab.metrics.chemistry`, `genlab.metrics.fcd`).
+
+    `num_val_molecules` after every validation epoch and `num_molecules` at test, always from the same seed, so a
+    metric depends on the weights alone; sampled at `temperature` (1: the model's own distribution, as MOSES
+    samples). Logged per split: `validity`, `unique@1k`, `unique@10k`, `novelty` (against the molecules the model
+    trained on), `intdiv`, `filters`, `fcd` (against the split's first `num_reference` molecules, all by default)
+    and `valid_fcd_score`; plus a grid of the first `drawn` molecules, valid ones first.
+
+    Runs with these metrics are judged by `val/valid_fcd_score` (`judged_metric` below, read by `${judged:...}`).
+    """
+
+    judged_metric: ClassVar[str] = "val/valid_fcd_score"
+    judged_mode: ClassVar[Literal["min", "max"]] = "max"
+
+    def __init__(
+        self,
+        num_molecules: PositiveInt = 10_000,
+        num_val_molecules: PositiveInt = 1000,
+        num_reference: PositiveInt | None = None,
+        temperature: PositiveFloat = 1.0,
+        batch_size: PositiveInt = 500,
+        drawn: NonNegativeInt = 32,
+        seed: int = 0,
+        cache_dir: str = ".cache/genlab",
+    ) -> None:
+        from genlab.metrics.fcd import ChemNet
+
+        self.num_molecules = {"val": num_val_molecules, "test": num_molecules}
+        self.num_reference = num_reference
+        self.temperature = temperature
+        self.batch_size = batch_size
+        self.drawn = drawn
+        self.seed = seed
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.chemnet = ChemNet()  # here, so a missing [chem] extra stops the run before any data is read
+        self.training: set[str] | None = None
+        self.references: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        from genlab.data.molecules import MoleculeDataModule
+
+        if not isinstance(trainer.datamodule, MoleculeDataModule):
+            raise ConfigError(
+                "metrics=molecules scores generated molecules, but the data is not molecules; "
+                "use data=moses or data=smiles, or metrics=none"
+            )
+        if not getattr(pl_module, "whole_sequences", False):
+            raise ConfigError("metrics=molecules needs a model that generates whole sequences: use model=transformer")
+
+    def _reference(self, trainer: pl.Trainer, split: str) -> Any:
+        """The FCD statistics of the split's molecules (cached in cache_dir across runs)."""
+        if split not in self.references:
+            molecules = trainer.datamodule.items[split][: self.num_reference]
+            self.references[split] = self.chemnet.reference_statistics(molecules, self.cache_dir)
+            self.counts[f"num_reference_{split}"] = self.references[split].count
+        return self.references[split]
+
+    def _training_set(self, trainer: pl.Trainer) -> set[str]:
+        if self.training is None:
+            self.training = canonical_set(trainer.datamodule.items["train"], self.cache_dir)
+            self.counts["num_training"] = len(self.training)
+        return self.training
+
+    @torch.no_grad()
+    def _generate(self, pl_module: pl.LightningModule, n: int) -> list[str]:
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            texts = pl_module.generate_sequences(n, self.temperature, generator=generator, batch_size=self.batch_size)
+        finally:
+            pl_module.train(was_training)
+        return [pl_module.tokenizer.to_smiles(text) for text in texts]
+
+    def _scores(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> dict[str, float]:
+        from genlab.data.molecule_drawing import molecule_grid
+        from genlab.metrics.chemistry import Generated, molecule_metrics
+        from genlab.metrics.fcd import frechet_distance
+
+        self.chemnet.device = pl_module.device
+        reference, training = self._reference(trainer, split), self._training_set(trainer)
+        smiles = self._generate(pl_module, self.num_molecules[split])
+        generated = Generated(smiles)
+        values = molecule_metrics(generated, training, UNIQUE_AT, device=pl_module.device)
+        statistics = self.chemnet.statistics(generated.canonical)
+        values["fcd"] = frechet_distance(statistics, reference) if statistics is not None else math.nan
+        values["valid_fcd_score"] = valid_fcd_score(values["validity"], values["fcd"])
+        self.counts[f"num_generated_{split}"] = len(smiles)
+        if self.drawn:
+            grid = molecule_grid(smiles[: self.drawn])
+            log_image(trainer.loggers, f"{split}/molecules", grid, trainer.global_step)
+        return values
+
+    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+        """Rank 0 generates and scores; every process logs the same numbers."""
+        values = self._scores(trainer, pl_module, split) if trainer.is_global_zero else None
+        values = trainer.strategy.broadcast(values, src=0)
+        for name, value in values.items():
+            pl_module.log(f"{split}/{name}", float(value), sync_dist=True)
+        if split == "test":
+            shown = ", ".join(f"{name} {value:.3f}" for name, value in values.items())
+            rank_zero_info(f"Molecules ({self.num_molecules[split]} generated): {shown}")
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._measure(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._measure(trainer, pl_module, "test")
+
+    def summary(self) -> dict[str, Any]:
+        """What metrics.json records beside the numbers: the counts behind them and the sampling temperature."""
+        return {"molecule_metrics": {**self.counts, "temperature": self.temperature}} if self.counts else {}

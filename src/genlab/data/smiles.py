@@ -1,0 +1,75 @@
+"""Molecules as text: SMILES split into its symbols, or SELFIES (every string decodes to a valid molecule).
+
+A molecule tokenizer also turns its text back into SMILES (`to_smiles`), so a run's samples can be scored and drawn
+whatever representation it was trained on; it is saved in checkpoints like the other tokenizers.
+"""
+
+from __future__ import annotations
+
+import re
+
+from genlab.data.tokenizers import SymbolTokenizer
+from genlab.errors import DataError
+from genlab.extras import import_extra
+
+# One SMILES symbol: a bracket atom ([nH], [C@@H], [O-], [13CH3]), a two-letter organic-subset atom (Br, Cl),
+# a two-digit ring bond (%12, or %(123)), or else one character (an atom, bond, branch, ring digit, dot).
+SMILES_SYMBOL = re.compile(r"\[[^\[\]]*\]|Br|Cl|%\(\d+\)|%\d\d|.", re.DOTALL)
+# One SELFIES symbol: everything is bracketed ([C], [=O], [Branch1], [Ring2]), fragments are joined by dots.
+SELFIES_SYMBOL = re.compile(r"\[[^\[\]]*\]|.", re.DOTALL)
+
+REPRESENTATIONS = ("smiles", "selfies")
+
+
+def _selfies(needed_for: str):
+    return import_extra("selfies", "chem", needed_for)
+
+
+class SmilesTokenizer(SymbolTokenizer):
+    """SMILES symbols: `Cl`, `Br`, bracket atoms and `%nn` ring bonds are one symbol each."""
+
+    kind = "smiles"
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        return SMILES_SYMBOL.findall(text)
+
+    @staticmethod
+    def from_smiles(smiles: str) -> str:
+        return smiles
+
+    @staticmethod
+    def to_smiles(text: str) -> str:
+        return text
+
+
+class SelfiesTokenizer(SymbolTokenizer):
+    """SELFIES symbols (Krenn et al. 2020), converted from and to SMILES with the `selfies` package."""
+
+    kind = "selfies"
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        return SELFIES_SYMBOL.findall(text)
+
+    @staticmethod
+    def from_smiles(smiles: str) -> str:
+        """The SELFIES of a SMILES; a DataError when `selfies` cannot read it."""
+        selfies = _selfies("data.representation=selfies")
+        try:
+            return selfies.encoder(smiles)
+        except selfies.EncoderError as exc:
+            raise DataError(f"cannot write {smiles!r} as SELFIES: {exc}") from None
+
+    @staticmethod
+    def to_smiles(text: str) -> str:
+        """The SMILES a generated SELFIES decodes to ('' for one that does not decode)."""
+        selfies = _selfies("sampling a SELFIES model")
+        try:
+            return selfies.decoder(text) or ""
+        except selfies.DecoderError:
+            return ""
+
+
+def molecule_tokenizer(representation: str) -> type[SmilesTokenizer | SelfiesTokenizer]:
+    return SelfiesTokenizer if representation == "selfies" else SmilesTokenizer

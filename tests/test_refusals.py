@@ -119,7 +119,7 @@ TRAIN_SETTINGS = {
         "data.tokenizer='wordpiece' is not allowed: expected one of 'char', 'byte', 'bpe'",
     ),
     "a misspelt key": (["model.latnt_dim=3"], "(did you mean model.latent_dim?)"),
-    "a misspelt group option": (["model=vea"], "(did you mean model=vae?); available options in 'model': diffusion, gan,"),
+    "a misspelt group option": (["model=vea"], "(did you mean model=vae?); available options in 'model': diffusion,"),
     "a misspelt group": (["tranier.max_epochs=3"], "(did you mean trainer?)"),
     "override syntax": (["seed=[1"], "cannot parse the override 'seed=[1'"),
     "a top-level key genlab has not": (["+foo=1"], "foo is not a genlab-train setting"),

@@ -58,11 +58,17 @@ class Bar:
 
 @dataclass
 class Piece:
-    """Notes and the bars they sit in; `errors` counts tokens the decoder had to skip (0 for a well-formed piece)."""
+    """Notes (in `score_order`) and the bars they sit in; `errors` counts tokens the decoder had to skip (0 for a
+    well-formed piece)."""
 
     notes: list[Note]
     bars: list[Bar] = field(default_factory=list)
     errors: int = 0
+
+
+def score_order(note: Note) -> tuple[Fraction, int]:
+    """Notes in time order, the highest first at each onset: the order of their tokens."""
+    return note.onset, -note.pitch
 
 
 def bar_length(meter: str) -> Fraction:
@@ -94,7 +100,7 @@ def lay_bars(meters: Sequence[tuple[Fraction, str]], end: Fraction) -> list[Bar]
 
 def encode(piece: Piece) -> list[str]:
     """The tokens of a piece whose bars cover every onset (see the module's docstring)."""
-    notes = sorted(piece.notes, key=lambda note: (note.onset, -note.pitch))
+    notes = sorted(piece.notes, key=score_order)
     tokens: list[str] = []
     meter = None
     starts = [bar.start for bar in piece.bars]

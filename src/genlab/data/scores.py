@@ -8,7 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from genlab.data.music_tokens import Bar, Note, Piece, lay_bars, quantize
+from genlab.data.music_tokens import Bar, Note, Piece, lay_bars, quantize, score_order
 from genlab.errors import DataError, one_line
 from genlab.extras import import_extra
 
@@ -48,14 +48,14 @@ def piece_of_score(score: Any, resolution: int, max_duration: Fraction) -> Piece
         time = quantize(signature.offset + shift, resolution) if signature.offset else Fraction(0)
         meters[time] = signature.ratioString
     end = max((note.onset for note in notes), default=Fraction(0))
-    return Piece(sorted(notes), lay_bars(sorted(meters.items()), end + Fraction(1, resolution)))
+    return Piece(sorted(notes, key=score_order), lay_bars(sorted(meters.items()), end + Fraction(1, resolution)))
 
 
 def voices(notes: list[Note]) -> list[list[Note]]:
     """The notes as lines that never overlap themselves, from the top: each note (highest first at an onset) goes
     to the first line that is free by then. A chorale comes back as its four voices, mostly."""
     lines: list[list[Note]] = []
-    for note in sorted(notes, key=lambda n: (n.onset, -n.pitch)):
+    for note in sorted(notes, key=score_order):
         line = next((line for line in lines if line[-1].onset + line[-1].duration <= note.onset), None)
         if line is None:
             lines.append([note])

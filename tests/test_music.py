@@ -99,6 +99,14 @@ def test_a_chorale_with_a_pickup_round_trips_through_midi(tmp_path) -> None:
     assert notes_of(music21.converter.parse(str(midi))) == sorted((*key, length) for key, length in unisons.items())
 
 
+def test_a_sample_with_too_many_notes_at_once_still_writes_a_playable_file(tmp_path) -> None:
+    crowded = [Note(F(0), F(4), 40 + 2 * i) for i in range(17)] + [Note(F(1), F(1), 90)]
+    midi, _ = write_scores(Piece(crowded, [Bar(F(0), "4/4")]), tmp_path / "crowded")
+    parsed = music21.converter.parse(str(midi))
+    assert len(parsed.parts) == 15, "MIDI's 16 channels, less the drums'"
+    assert len(notes_of(parsed)) == 16, "the two lowest of 17 notes on one onset are left out, none after them"
+
+
 def test_decoding_skips_tokens_that_break_the_grammar() -> None:
     tokens = ["Pitch_60", "Bar", "Meter_3/4", "Pos_1", "Pitch_60", "Dur_1", "Pos_0", "Dur_1", "Pitch_62"]
     tokens += ["Pitch_64", "Dur_1/2", "Bar", "Pos_2", "Pitch_67", "Dur_2", "Pos_3", "Pitch_65"]

@@ -4,6 +4,7 @@ chorales of music21's corpus, writing generated pieces as MIDI and MusicXML. Nee
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from genlab.data.music_tokens import Bar, Note, Piece, lay_bars, quantize, score
 from genlab.errors import DataError, one_line
 from genlab.extras import import_extra
 
+#: Parts of a written score at most: MIDI's 16 channels, less the drums' (music21 gives each part a channel).
+MAX_VOICES = 15
 #: The files `data=music_folder` reads (music21 parses each by its suffix).
 SCORE_SUFFIXES = (".mid", ".midi", ".musicxml", ".mxl", ".xml", ".abc", ".krn")
 
@@ -52,15 +55,24 @@ def piece_of_score(score: Any, resolution: int, max_duration: Fraction) -> Piece
 
 
 def voices(notes: list[Note]) -> list[list[Note]]:
-    """The notes as lines that never overlap themselves, from the top: each note (highest first at an onset) goes
-    to the first line that is free by then. A chorale comes back as its four voices, mostly."""
+    """The notes as at most MAX_VOICES lines that never overlap themselves, from the top: each note (highest first
+    at an onset) goes to the first line that is free by then. A chorale comes back as its four voices, mostly.
+
+    A note that finds all MAX_VOICES lines busy (only in broken samples) takes the line that frees first, whose
+    note is cut short where the new one starts, or is left out if that note starts at the same time.
+    """
     lines: list[list[Note]] = []
     for note in sorted(notes, key=score_order):
         line = next((line for line in lines if line[-1].onset + line[-1].duration <= note.onset), None)
-        if line is None:
+        if line is not None:
+            line.append(note)
+        elif len(lines) < MAX_VOICES:
             lines.append([note])
         else:
-            line.append(note)
+            line = min(lines, key=lambda line: line[-1].onset + line[-1].duration)
+            if line[-1].onset < note.onset:
+                line[-1] = replace(line[-1], duration=note.onset - line[-1].onset)
+                line.append(note)
     return lines
 
 

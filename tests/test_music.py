@@ -189,6 +189,8 @@ def test_splits_hold_whole_pieces_and_a_repeat_only_once(tiny_corpus, tmp_path) 
     assert len(data.datasets["val"]) == sum(len(excerpts(text.split(), 30)) for text in data.items["val"])
     assert len(data.datasets["train"]) == 5 * sum(len(excerpts(text.split(), 30)) for text in data.items["train"])
     assert 2 < spec.tokens_per_unit["note"]["val"] < 4 and spec.tokens_per_char is None
+    # a two-bar piece in 4/4 (or an ABC tune) spans 6-8 quarter notes and ends with an end token per excerpt
+    assert 3 < spec.tokens_per_unit["quarter"]["val"] < 8
     again = MusicFolder(path=str(tiny_corpus), cache_dir=str(tmp_path), val_size=3, test_size=3, split_seed=1)
     assert again.spec.shape[0] > 31 and {shape_of(t.split()) for t in again.items["val"]} != pieces["val"]
     assert len(list((tmp_path / "music").glob("music_folder-*.json"))) == 1, "parsed once, then read from the cache"
@@ -228,6 +230,7 @@ def test_music_folder_trains_and_writes_midi_that_music21_reads(genlab_train, ti
     metrics = run.metrics
     assert metrics["judged_metric"] == "val/loss" and metrics["judged_mode"] == "min"
     assert metrics["test/loss_per_note"] > metrics["test/loss"] > 0, "a note costs more than one token"
+    assert metrics["test/loss_per_quarter"] > metrics["test/loss"], "so does a quarter note of music"
     for name in ("pitch_class_distance", "duration_distance", "in_key", "well_formed"):
         assert 0.0 <= metrics[f"test/{name}"] <= 1.0, name
     assert metrics["music_metrics"]["num_generated_test"] == 6 and metrics["music_metrics"]["num_reference_test"] == 3

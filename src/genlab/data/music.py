@@ -22,7 +22,6 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 from annotated_types import Ge, Le
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torchvision.utils import save_image
@@ -157,21 +156,22 @@ class MusicDataModule(SequenceDataModule):
             versions = [excerpt for version in versions for excerpt in excerpts(version, self.max_length)]
         return [" ".join(version) for version in versions]
 
-    def tokens_per_note(self) -> dict[str, float]:
-        """Per evaluation split: the tokens the loss counts (the end token included) over the notes."""
-        pitch_ids = torch.tensor([i for i, s in enumerate(self.tokenizer.symbols) if s.startswith(PITCH)])
-        ratios = {}
+    def tokens_per_unit(self) -> dict[str, dict[str, float]]:
+        """Per evaluation split, the tokens the loss counts (the end tokens included) per note, and per quarter note
+        of music (the bars its sequences span), for `loss_per_note` and `loss_per_quarter`."""
+        per_note, per_quarter = {}, {}
         for split in ("val", "test"):
             dataset = self.datasets[split]
-            notes = int(torch.isin(dataset.tokens.long(), pitch_ids).sum())
-            ratios[split] = float((dataset.lengths - 1).sum()) / max(1, notes)
-        return ratios
+            tokens = float((dataset.lengths - 1).sum())
+            pieces = [decode(self.tokenizer.decode(row.tolist()).split()) for row in dataset.tokens]
+            per_note[split] = tokens / max(1, sum(len(piece.notes) for piece in pieces))
+            per_quarter[split] = tokens / float(max(1, sum(bar.length for piece in pieces for bar in piece.bars)))
+        return {"note": per_note, "quarter": per_quarter}
 
     @property
     def spec(self) -> DataSpec:
-        """The sequences' spec, with tokens per note (for `loss_per_note`) instead of per character of token text."""
-        spec = super().spec
-        return dataclasses.replace(spec, tokens_per_char=None, tokens_per_unit={"note": self.tokens_per_note()})
+        """The sequences' spec, with tokens per note and per quarter note instead of per character of token text."""
+        return dataclasses.replace(super().spec, tokens_per_char=None, tokens_per_unit=self.tokens_per_unit())
 
     @classmethod
     def write_samples(cls, texts: Sequence[str], tokenizer: SymbolTokenizer, out: Path) -> list[Path]:

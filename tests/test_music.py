@@ -150,6 +150,20 @@ def test_statistics_on_sets_with_known_answers() -> None:
     assert empty == {**empty, "pitch_class_distance": 1.0, "notes": 0.0, "in_key": 0.0, "polyphony": 0.0}
 
 
+def test_piano_rolls_draw_each_note_in_its_row_on_one_scale() -> None:
+    from genlab.data.piano_roll import NOTE_COLOUR, QUARTER_PX, SEMITONE_PX, piano_rolls
+
+    short = Piece([Note(F(0), F(1), 60), Note(F(1), F(1), 60)], [Bar(F(0), "4/4")])
+    long = Piece([Note(F(0), F(8), 67)], [Bar(F(0), "4/4"), Bar(F(4), "4/4")])
+    rolls = piano_rolls([short, long])
+    assert rolls.shape == (2, 3, (69 - 58 + 1) * SEMITONE_PX, 8 * QUARTER_PX + 1), "pitches 58-69, 8 quarter notes"
+    row_of_c = (69 - 60) * SEMITONE_PX
+    drawn = rolls[0, :, row_of_c, :].T.tolist()
+    ink = [i for i, pixel in enumerate(drawn) if pixel == pytest.approx(list(NOTE_COLOUR))]
+    assert ink == [*range(QUARTER_PX - 1), *range(QUARTER_PX, 2 * QUARTER_PX - 1)], "a gap between repeated Cs"
+    assert rolls[1, 0, (69 - 67) * SEMITONE_PX, 4 * QUARTER_PX] == pytest.approx(NOTE_COLOUR[0]), "G held over the bar"
+
+
 def write_tiny_corpus(folder: Path, count: int = 12) -> None:
     """`count` short two-voice pieces as MIDI (one as MusicXML, one a transposed repeat), plus two ABC tunes."""
     folder.mkdir(parents=True, exist_ok=True)

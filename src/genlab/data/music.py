@@ -27,7 +27,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torchvision.utils import save_image
 
 from genlab.data.music_tokens import PITCH, Piece, RemiTokenizer, decode, encode, excerpts, quantize, transpose
-from genlab.data.piano_roll import piano_rolls
+from genlab.data.piano_roll import RollScale, piano_roll
 from genlab.data.scores import SCORE_SUFFIXES, bach_chorales, music21, piece_of_score, read_file, write_scores
 from genlab.data.sequences import SequenceDataModule
 from genlab.data.spec import DataSpec
@@ -73,10 +73,11 @@ def write_pieces(pieces: Sequence[Piece], texts: Sequence[str], out: Path) -> li
     listing = out / "tokens.txt"
     listing.write_text("".join(f"{text}\n" for text in texts), encoding="utf-8")
     written = [listing]
-    for i, (piece, roll) in enumerate(zip(pieces, piano_rolls(pieces), strict=True)):
+    scale = RollScale.of(pieces)
+    for i, piece in enumerate(pieces):
         stem = out / f"sample_{i:03d}"
         written += write_scores(piece, stem)
-        save_image(roll, stem.with_suffix(".png"))
+        save_image(piano_roll(piece, scale), stem.with_suffix(".png"))
         written.append(stem.with_suffix(".png"))
     return written
 
@@ -147,6 +148,7 @@ class MusicDataModule(SequenceDataModule):
         return texts
 
     def texts_of(self, item: str, split: str) -> list[str]:
+        """The piece (in training, with its transpositions), cut into excerpts of at most `max_length` tokens."""
         tokens = item.split()
         versions = [tokens]
         if split == "train" and self.transpose:

@@ -111,7 +111,7 @@ def read_file(path: Path) -> list[Any]:
     try:
         parsed = m21.converter.parse(str(path))
     except Exception as exc:  # music21 raises many kinds of errors on a broken file
-        reason = f"{type(exc).__name__}: {one_line(str(exc))}" if str(exc) else type(exc).__name__
+        reason = f"{type(exc).__name__}: {one_line(str(exc))[:200]}" if str(exc) else type(exc).__name__
         raise DataError(f"cannot read {path}: {reason}") from None
     return list(parsed.scores) if isinstance(parsed, m21.stream.Opus) else [parsed]
 

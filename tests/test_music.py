@@ -245,7 +245,7 @@ def test_music_folder_trains_and_writes_midi_that_music21_reads(genlab_train, ti
     assert metrics["judged_metric"] == "val/loss" and metrics["judged_mode"] == "min"
     assert metrics["test/loss_per_note"] > metrics["test/loss"] > 0, "a note costs more than one token"
     assert metrics["test/loss_per_quarter"] > metrics["test/loss"], "so does a quarter note of music"
-    for name in ("pitch_class_distance", "duration_distance", "in_key", "well_formed"):
+    for name in ("pitch_class_distance", "duration_distance", "in_key", "invalid_tokens"):
         assert 0.0 <= metrics[f"test/{name}"] <= 1.0, name
     assert metrics["music_metrics"]["num_generated_test"] == 6 and metrics["music_metrics"]["num_reference_test"] == 3
     assert 0.5 < metrics["music_metrics"]["reference_test"]["in_key"] <= 1.0

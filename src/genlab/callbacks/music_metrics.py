@@ -23,8 +23,9 @@ class MusicMetrics(pl.Callback):
     so a metric depends on the weights alone; sampled at `temperature` (1: the model's own distribution) and
     `top_k`. Logged per split: `pitch_class_distance` and `duration_distance` (total variation distance of the
     histograms from the held-out pieces', 0 to 1), `pitch_range` (semitones), `polyphony` (notes sounding
-    together), `in_key` (fraction of notes in the piece's estimated key), `notes` (per piece) and `well_formed`
-    (the fraction of pieces whose tokens all decoded). The held-out pieces' own values are in metrics.json.
+    together), `in_key` (fraction of notes in the piece's estimated key), `notes` (per piece) and
+    `invalid_tokens` (the fraction of generated tokens that broke the grammar and were skipped in decoding).
+    The held-out pieces' own values are in metrics.json.
 
     The first `written` pieces go to `dirpath/step_NNNNNN/` during training and `dirpath/best/` at test (MIDI,
     MusicXML, piano-roll PNG), and their piano rolls to the loggers as `val/piano_rolls`, `test/piano_rolls`.
@@ -99,7 +100,7 @@ class MusicMetrics(pl.Callback):
         texts = self._generate(pl_module, self.num_samples[split])
         pieces = [decode(text.split()) for text in texts]
         values = compare([piece.notes for piece in pieces], reference)
-        values["well_formed"] = sum(piece.errors == 0 for piece in pieces) / len(pieces)
+        values["invalid_tokens"] = sum(piece.errors for piece in pieces) / max(1, sum(len(t.split()) for t in texts))
         self.counts[f"num_generated_{split}"] = len(pieces)
         shown = pieces[: self.written]
         if shown:

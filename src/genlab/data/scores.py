@@ -20,6 +20,7 @@ SCORE_SUFFIXES = (".mid", ".midi", ".musicxml", ".mxl", ".xml", ".abc", ".krn")
 
 
 def music21(needed_for: str = "music data") -> Any:
+    """The music21 package, or the one-line error naming the `[music]` extra."""
     return import_extra("music21", "music", needed_for)
 
 
@@ -69,7 +70,7 @@ def voices(notes: list[Note]) -> list[list[Note]]:
         elif len(lines) < MAX_VOICES:
             lines.append([note])
         else:
-            line = min(lines, key=lambda line: line[-1].onset + line[-1].duration)
+            line = min(lines, key=lambda busy: busy[-1].onset + busy[-1].duration)
             if line[-1].onset < note.onset:
                 line[-1] = replace(line[-1], duration=note.onset - line[-1].onset)
                 line.append(note)

@@ -33,7 +33,11 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("override", [f"{group}={option}" for group in GROUPS for option in options(group)], ids=str)
 def test_every_group_option_composes_and_resolves(compose_config, override: str) -> None:
     # Options with a mandatory value (`???`) get one, as their config comment asks of users.
-    extra = ["data.path=/some/files"] if override in ("data=image_folder", "data=text_file", "data=smiles") else []
+    extra = (
+        ["data.path=/some/files"]
+        if override in ("data=image_folder", "data=text_file", "data=smiles", "data=music_folder")
+        else []
+    )
     cfg = compose_config(override, *extra)
     assert cfg.hydra.run.dir.startswith(cfg.paths.log_dir)
     job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])

@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 from inprocess import ENTRYPOINTS, console_script
 
-HEAVY = ("torch", "pytorch_lightning", "lightning_fabric", "torchmetrics", "torchvision", "matplotlib", "wandb")
+HEAVY = (
+    "torch",
+    "pytorch_lightning",
+    "lightning_fabric",
+    "torchmetrics",
+    "torchvision",
+    "matplotlib",
+    "wandb",
+    "music21",
+)
 
 # A fresh interpreter runs the console script's main() with these arguments, then lists what it imported.
 PROBE = """

@@ -143,6 +143,12 @@ class SequenceDataModule(pl.LightningDataModule, ABC):
         """The text the model learns for one item (None leaves the item out); the item itself by default."""
         return item
 
+    def texts_of(self, item: str, split: str) -> list[str]:
+        """The texts the model learns for one item of `split`: its `text_of` by default. A domain may give several
+        (a long piece cut into excerpts, transposed copies for training): they stay in the item's split."""
+        text = self.text_of(item)
+        return [] if text is None else [text]
+
     def _load(self) -> None:
         """Read, split and tokenize once (the vocabulary and the longest sequence are needed to build the model)."""
         if self.tokenizer is not None:
@@ -152,11 +158,11 @@ class SequenceDataModule(pl.LightningDataModule, ABC):
         for split, items in splits.items():
             kept, pieces[split] = [], []
             for item in items:
-                text = self.text_of(item)
-                symbols = None if text is None else self.tokenizer_class.split(text)
-                if symbols is not None and (self.max_length is None or len(symbols) <= self.max_length):
+                sequences = [self.tokenizer_class.split(text) for text in self.texts_of(item, split)]
+                sequences = [s for s in sequences if self.max_length is None or len(s) <= self.max_length]
+                if sequences:
                     kept.append(item)
-                    pieces[split].append(symbols)
+                    pieces[split] += sequences
             if len(kept) < len(items):
                 rank_zero_info(
                     f"{self.name}: left out {len(items) - len(kept)} of the {len(items)} {split} sequences "

@@ -14,7 +14,9 @@ class DataSpec:
     """The kind, shape and value range of one example.
 
     `shape` is (channels, height, width) for images and (block_size,) for text. Text data also hands over its
-    tokenizer and how many tokens one character of held-out text costs (to turn nats/token into bits/character).
+    tokenizer and how many tokens one character of held-out text costs (to turn nats/token into bits/character);
+    `tokens_per_unit` does the same for other units, per unit and split (music: `{"note": {"val": 2.4, "test":
+    2.5}}`, so a language model also reports nats per note).
     """
 
     kind: Literal["image", "text"]
@@ -24,6 +26,7 @@ class DataSpec:
     vocab_size: int | None = None
     name: str = ""
     tokens_per_char: float | None = None
+    tokens_per_unit: dict[str, dict[str, float]] = field(default_factory=dict)
     tokenizer: Any = field(default=None, compare=False, repr=False)
 
     @property

@@ -193,6 +193,7 @@ class SymbolTokenizer(ABC):
 SYMBOL_TOKENIZERS = {
     "smiles": "genlab.data.smiles:SmilesTokenizer",
     "selfies": "genlab.data.smiles:SelfiesTokenizer",
+    "remi": "genlab.data.music_tokens:RemiTokenizer",
 }
 
 

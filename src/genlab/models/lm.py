@@ -23,7 +23,8 @@ class TransformerLM(GenerativeModel):
 
     Logged: `train/loss`, and per evaluation split `loss` (nats per token, the token-weighted mean over the split),
     `bpc` (bits per character: loss x tokens per character of held-out text / ln 2; equal to loss / ln 2 for the
-    char tokenizer) and `ppl` (exp of the mean loss).
+    char tokenizer), `ppl` (exp of the mean loss) and, where the data counts other units, `loss_per_<unit>` (loss x
+    tokens per unit of the split: music has `loss_per_note` and `loss_per_quarter`, nats per quarter note).
 
     On a corpus of separate sequences (a `SymbolTokenizer`: molecules, pieces) it learns whole sequences, padding
     ignored by the loss, and generates them from the begin token until the end token (`generate_sequences`).
@@ -88,6 +89,11 @@ class TransformerLM(GenerativeModel):
                 f"{split}/loss": loss,
                 f"{split}/bpc": loss * self.tokens_per_char / math.log(2),
                 f"{split}/ppl": torch.exp(loss),
+                **{
+                    f"{split}/loss_per_{unit}": loss * per_split[split]
+                    for unit, per_split in self.spec.tokens_per_unit.items()
+                    if split in per_split
+                },
             },
             sync_dist=True,  # already equal on every process (the metric synced); this only silences Lightning
         )

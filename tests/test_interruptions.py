@@ -110,7 +110,8 @@ def free_port() -> int:
 
 
 def test_ranks_started_by_torchrun_share_one_run_folder(tmp_path: Path) -> None:
-    """Two processes with the variables torchrun sets: one run folder, named after the rendezvous id."""
+    """Two processes with the variables torchrun sets: one run folder, named after the rendezvous id. Rank 1 starts
+    first: its record of the config must not make rank 0 take the folder for an older run."""
     base = {
         "WORLD_SIZE": "2",
         "LOCAL_WORLD_SIZE": "2",
@@ -121,9 +122,9 @@ def test_ranks_started_by_torchrun_share_one_run_folder(tmp_path: Path) -> None:
         "OMP_NUM_THREADS": "1",
     }
     arguments = ["trainer=ddp_sim", "debug=limit", "metrics=none", "logger=csv", *QUIET]
-    logs = [tmp_path / f"rank{r}.log" for r in (0, 1)]
+    logs = {rank: tmp_path / f"rank{rank}.log" for rank in (1, 0)}
     ranks = []
-    for rank, log in enumerate(logs):  # to files: a rank blocked on a full pipe would hold up the other at a barrier
+    for rank, log in logs.items():  # to files: a rank blocked on a full pipe would hold up the other at a barrier
         env = {**train_env(tmp_path / "outputs"), **base, "RANK": str(rank), "LOCAL_RANK": str(rank)}
         with log.open("w") as output:
             ranks.append(
@@ -136,7 +137,7 @@ def test_ranks_started_by_torchrun_share_one_run_folder(tmp_path: Path) -> None:
                     start_new_session=True,
                 )
             )
-    for process, log in zip(ranks, logs, strict=True):
+    for process, log in zip(ranks, logs.values(), strict=True):
         try:
             process.wait(timeout=300)
         except subprocess.TimeoutExpired:
@@ -148,3 +149,4 @@ def test_ranks_started_by_torchrun_share_one_run_folder(tmp_path: Path) -> None:
     manifest = json.loads((runs[0] / "manifest.json").read_text())
     assert manifest["status"] == "completed"
     assert (runs[0] / "metrics.json").is_file()
+    assert (runs[0] / ".hydra" / "config.yaml").is_file() and (runs[0] / ".hydra_rank1" / "config.yaml").is_file()

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from genlab.config import config_dir
 from genlab.errors import exit_on_user_error
 from genlab.resume import check_resume
+from genlab.run_folder import process_rank
 
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
@@ -43,10 +44,20 @@ def hydra_errors_raised() -> Iterator[None]:
             os.environ["HYDRA_FULL_ERROR"] = saved
 
 
+def keep_other_ranks_out_of_hydra_folder(arguments: list[str]) -> None:
+    """Ranks above 0 of a job launched by hand (torchrun, SLURM) write Hydra's record of the config to their own
+    subfolder, as Lightning's own launcher does: otherwise a rank that starts first would fill `.hydra/` before rank 0
+    has checked that the run folder is new, and rank 0 would refuse its own job's folder."""
+    rank = process_rank()
+    if rank > 0 and not any(argument.startswith("hydra.output_subdir=") for argument in arguments):
+        arguments.append(f"hydra.output_subdir=.hydra_rank{rank}")
+
+
 def main() -> None:
     """The `genlab-train` console script."""
     with exit_on_user_error("genlab-train"), hydra_errors_raised():
         check_resume(sys.argv[1:])
+        keep_other_ranks_out_of_hydra_folder(sys.argv)
         run()
 
 

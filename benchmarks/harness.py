@@ -247,6 +247,20 @@ def report(
         out.print(f"{what}: {verdict(ok)}")
 
 
+def run_genlab(command: Sequence[str], threads: int | None) -> float:
+    """Run a genlab console script (`command[0]`, e.g. genlab-train, with its arguments) beside this interpreter, so
+    the genlab installed where the benchmark runs, with OMP_NUM_THREADS=`threads` if given; prints the command and
+    returns the wall seconds. A failure ends the benchmark."""
+    print(f"$ {shlex.join(command)}", flush=True)
+    environment = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    start = time.perf_counter()
+    executable = [str(Path(sys.executable).with_name(command[0])), *command[1:]]
+    status = subprocess.run(executable, env=environment, check=False).returncode
+    if status != 0:
+        raise SystemExit(f"{command[0]} failed with exit status {status} (see above)")
+    return time.perf_counter() - start
+
+
 def train_experiments(
     experiments: Sequence[str],
     epochs: int,
@@ -256,10 +270,9 @@ def train_experiments(
     extra: Sequence[str],
     metric_names: Sequence[str],
 ) -> dict[str, dict[str, Any]]:
-    """Train each experiment with genlab-train for `epochs` epochs (run folders `runs_dir/<experiment>`), as
-    subprocesses of the console script beside this interpreter; per experiment the command, the run folder, the
-    wall time, the `metric_names` values from metrics.json (None where absent) and its `sample_quality` record."""
-    environment = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    """Train each experiment with genlab-train for `epochs` epochs (run folders `runs_dir/<experiment>`, see
+    `run_genlab`); per experiment the command, the run folder, the wall time, the `metric_names` values from
+    metrics.json (None where absent) and its `sample_quality` record."""
     results: dict[str, dict[str, Any]] = {}
     for experiment in experiments:
         run_dir = runs_dir / experiment
@@ -273,18 +286,12 @@ def train_experiments(
             f"hydra.run.dir={run_dir}",
             *extra,
         ]
-        print(f"$ {shlex.join(command)}", flush=True)
-        start = time.perf_counter()
-        # The console script beside this interpreter: the genlab installed where this benchmark runs.
-        executable = [str(Path(sys.executable).with_name("genlab-train")), *command[1:]]
-        status = subprocess.run(executable, env=environment, check=False).returncode
-        if status != 0:
-            raise SystemExit(f"genlab-train {experiment} failed with exit status {status} (see above)")
+        seconds = run_genlab(command, threads)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         results[experiment] = {
             "command": shlex.join(command),
             "run_dir": str(run_dir),
-            "wall_seconds": time.perf_counter() - start,
+            "wall_seconds": seconds,
             **{name: metrics.get(name) for name in metric_names},
             "sample_quality": metrics.get("sample_quality"),
         }

@@ -135,7 +135,13 @@ def test_a_net_that_takes_no_labels_is_refused_for_a_conditional_model() -> None
 
 @pytest.mark.parametrize(
     ("conditional", "plain"),
-    [("cvae_mnist", "vae_mnist"), ("cdcgan_mnist", "dcgan_mnist"), ("cdcgan_cifar10", "dcgan_cifar10")],
+    [
+        ("cvae_mnist", "vae_mnist"),
+        ("cdcgan_mnist", "dcgan_mnist"),
+        ("cdcgan_cifar10", "dcgan_cifar10"),
+        ("cddpm_mnist", "ddpm_mnist"),
+        ("cddpm_cifar10", "ddpm_cifar10"),
+    ],
 )
 def test_conditional_experiments_are_their_unconditional_ones_plus_the_label(
     compose_config, conditional, plain

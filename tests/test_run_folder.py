@@ -311,6 +311,8 @@ def test_sample_takes_the_diffusion_samplers_settings(folder: Folder, diffusion_
         ("diffusion_run", "sampler=euler", "sampler='euler' is not a sampler of model.objective=eps"),
         ("diffusion_run", "steps=51", "steps=51 is more than the 50 steps of the noise schedule (model.timesteps)"),
         ("vae_run", "steps=50", "steps=50 does not apply to VAE, whose sampling takes no steps; leave it out"),
+        ("vae_run", "guidance=2", "guidance=2 does not apply to VAE, whose sampling takes no guidance; leave it out"),
+        ("diffusion_run", "guidance=2", "this diffusion model is unconditional: guidance=2 steers a class-conditional"),
     ],
 )
 def test_sampler_settings_that_cannot_apply(folder: Folder, run_fixture: str, option: str, line: str, request) -> None:

@@ -1,6 +1,8 @@
 """`genlab-compare PATH...`: one table row per configuration of a sweep (or any run folders), found from what varies
 across the runs' configs; each metric as mean +- std over seeds; the best row marked; runs that did not complete
-listed with their error. `load_sweep(paths)` gives the same table to a notebook."""
+listed with their error. `--evals` compares the runs' genlab-eval records instead (each evaluation a configuration,
+its overrides its parameters: a sweep of a sampling setting over one trained model). `load_sweep(paths)` gives the
+same table to a notebook."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import math
 import re
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from genlab.errors import DataError, exit_on_user_error
+from genlab.errors import DataError, check, exit_on_user_error
+from genlab.eval import EVALS_DIR
 from genlab.run_folder import CONFIG_FILE, MANIFEST_FILE, METRICS_FILE, read_config, read_json
 from genlab.sweeps import parse_overrides
 
@@ -42,6 +45,11 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _metrics_of(content: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a metrics.json or eval record (`split/name` keys)."""
+    return {k: float(v) for k, v in content.items() if "/" in k and _number(v)}
 
 
 @dataclass
@@ -79,10 +87,36 @@ class Run:
             model=str(config.get("model._target_", "?")).rsplit(".", 1)[-1],
             config={k: v for k, v in config.items() if not _ignored(k)},
             primary={k for k in (*choices, *overrides) if not _ignored(k)},
-            metrics={k: float(v) for k, v in content.items() if "/" in k and _number(v)},
+            metrics=_metrics_of(content),
             judged_metric=content.get("judged_metric"),
             judged_mode=content.get("judged_mode"),
         )
+
+    @classmethod
+    def evaluations(cls, path: Path) -> list[Run]:
+        """The genlab-eval records of the run folder `path` (`RUN/evals/*.json`), each as a run of its own: the
+        run's config with the evaluation's overrides applied (so they are parameters that can vary), and the
+        evaluation's metrics."""
+        run = cls.read(path)
+        found = []
+        for record in sorted((path / EVALS_DIR).glob("*.json")):
+            content = read_json(record) or {}
+            overrides = parse_overrides(content.get("overrides", []))
+            overrides = {k: v for k, v in overrides.items() if not _ignored(k)}
+            found.append(
+                replace(
+                    run,
+                    path=record,
+                    status="completed",
+                    error=None,
+                    config={**run.config, **overrides},
+                    primary=run.primary | set(overrides),
+                    metrics=_metrics_of(content),
+                    judged_metric=content.get("judged_metric"),
+                    judged_mode=content.get("judged_mode"),
+                )
+            )
+        return found
 
     @property
     def completed(self) -> bool:
@@ -239,13 +273,23 @@ def varied_params(runs: Sequence[Run]) -> list[str]:
     return params + [k for k in leaves if varies(k, groups)]
 
 
-def load_sweep(paths: str | Path | Iterable[str | Path]) -> SweepTable:
-    """The comparison table of the runs at or under `paths` (a multirun folder, run folders, any folder of runs)."""
+def load_sweep(paths: str | Path | Iterable[str | Path], evaluations: bool = False) -> SweepTable:
+    """The comparison table of the runs at or under `paths` (a multirun folder, run folders, any folder of runs);
+    with `evaluations`, of their genlab-eval records (see `Run.evaluations`)."""
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     run_dirs = find_runs(paths)
+    where = ", ".join(map(str, paths))
     if not run_dirs:
-        raise DataError(f"no run folders (with .hydra/config.yaml) under {', '.join(map(str, paths))}")
-    runs = [Run.read(path) for path in run_dirs]
+        raise DataError(f"no run folders (with .hydra/config.yaml) under {where}")
+    if not evaluations:
+        runs = [Run.read(path) for path in run_dirs]
+    else:
+        runs = [evaluation for path in run_dirs for evaluation in Run.evaluations(path)]
+        if not runs:
+            raise DataError(
+                f"--evals: the runs under {where} have no genlab-eval records ({EVALS_DIR}/*.json); evaluate them "
+                f"first, e.g. genlab-eval run=RUN model.guidance=2"
+            )
     params = varied_params(runs)
     completed = [run for run in runs if run.completed]
     notes: list[str] = []
@@ -316,16 +360,38 @@ def _filename(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def write_plots(table: SweepTable, out_dir: Path) -> list[Path]:
-    """PNGs: the judged metric's learning curves per configuration (mean and +-1 std band over seeds), and its final
-    value against each numeric parameter (one line per value of the other parameters)."""
+def plotted_metrics(table: SweepTable, metrics: Sequence[str] | None) -> list[str]:
+    """`metrics`, each checked to be in the table; by default the judged metric (none when the runs have none)."""
+    for metric in metrics or []:
+        if metric not in table.metrics:
+            raise DataError(
+                f"--metric {metric} is not a metric of every compared run; they share: {', '.join(table.metrics)}"
+            )
+    return list(metrics) if metrics else [table.judged_metric] if table.judged_metric else []
+
+
+def write_plots(table: SweepTable, out_dir: Path, metrics: Sequence[str] | None = None) -> list[Path]:
+    """PNGs, for each of `metrics` (default: the judged metric): its learning curves per configuration (mean and +-1
+    std band over seeds), and its final value against each numeric parameter (one line per value of the other
+    parameters)."""
+    metrics = plotted_metrics(table, metrics)
+    if metrics:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for metric in metrics:
+        written += _curves_plot(table, metric, out_dir)
+        written += [_parameter_plot(table, metric, param, out_dir) for param in table.params if _numeric(table, param)]
+    return written
+
+
+def _numeric(table: SweepTable, param: str) -> bool:
+    return all(_number(row.params[param]) for row in table.rows)
+
+
+def _curves_plot(table: SweepTable, metric: str, out_dir: Path) -> list[Path]:
+    """`curves_<metric>.png`, when the runs logged the metric over training (evaluation records did not)."""
     from matplotlib.figure import Figure
 
-    metric = table.judged_metric
-    if metric is None:
-        return []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
     figure = Figure(figsize=(7, 4.5), layout="constrained")
     axes = figure.add_subplot()
     for row in table.rows:
@@ -339,33 +405,37 @@ def write_plots(table: SweepTable, out_dir: Path) -> list[Path]:
         (line,) = axes.plot(steps, mean, label=f"{_label(row, table.params)} (n={row.n})")
         low, high = [m - s for m, s in zip(mean, std, strict=True)], [m + s for m, s in zip(mean, std, strict=True)]
         axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+    if not axes.lines:
+        return []
     axes.set(xlabel="step", ylabel=metric, title=f"{metric}: mean ± std over seeds")
-    if axes.lines:
-        axes.legend(fontsize="small")
-        written.append(out_dir / f"curves_{_filename(metric)}.png")
-        figure.savefig(written[-1], dpi=120)
+    axes.legend(fontsize="small")
+    path = out_dir / f"curves_{_filename(metric)}.png"
+    figure.savefig(path, dpi=120)
+    return [path]
 
-    for param in table.params:
-        if not all(_number(row.params[param]) for row in table.rows):
-            continue
-        others = [p for p in table.params if p != param]
-        figure = Figure(figsize=(6, 4.5), layout="constrained")
-        axes = figure.add_subplot()
-        series: dict[str, list[Row]] = {}
-        for row in table.rows:
-            if metric in row.stats:
-                series.setdefault(_label(row, others), []).append(row)
-        for label, rows in series.items():
-            rows.sort(key=lambda row: row.params[param])
-            x = [row.params[param] for row in rows]
-            y = [row.stats[metric][0] for row in rows]
-            error = [0.0 if math.isnan(row.stats[metric][1]) else row.stats[metric][1] for row in rows]
-            axes.errorbar(x, y, yerr=error, marker="o", capsize=3, label=label)
-        axes.set(xlabel=param, ylabel=f"final {metric}", title=f"{metric} against {param} (mean ± std)")
-        axes.legend(fontsize="small")
-        written.append(out_dir / f"{_filename(metric)}_vs_{_filename(param)}.png")
-        figure.savefig(written[-1], dpi=120)
-    return written
+
+def _parameter_plot(table: SweepTable, metric: str, param: str, out_dir: Path) -> Path:
+    """`<metric>_vs_<param>.png`: the metric's final value against a numeric parameter."""
+    from matplotlib.figure import Figure
+
+    others = [p for p in table.params if p != param]
+    figure = Figure(figsize=(6, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    series: dict[str, list[Row]] = {}
+    for row in table.rows:
+        if metric in row.stats:
+            series.setdefault(_label(row, others), []).append(row)
+    for label, rows in series.items():
+        rows.sort(key=lambda row: row.params[param])
+        x = [row.params[param] for row in rows]
+        y = [row.stats[metric][0] for row in rows]
+        error = [0.0 if math.isnan(row.stats[metric][1]) else row.stats[metric][1] for row in rows]
+        axes.errorbar(x, y, yerr=error, marker="o", capsize=3, label=label)
+    axes.set(xlabel=param, ylabel=f"final {metric}", title=f"{metric} against {param} (mean ± std)")
+    axes.legend(fontsize="small")
+    path = out_dir / f"{_filename(metric)}_vs_{_filename(param)}.png"
+    figure.savefig(path, dpi=120)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -376,20 +446,35 @@ def main(argv: Sequence[str] | None = None) -> None:
         "as mean ± std over seeds, the best row marked; written as comparison.md and comparison.csv.",
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a multirun folder, or run folders")
+    parser.add_argument(
+        "--evals",
+        action="store_true",
+        help="compare the runs' genlab-eval records (RUN/evals/*.json) instead of their metrics.json: each "
+        "evaluation is a configuration, its overrides (e.g. model.guidance=2) its parameters",
+    )
     parser.add_argument("--plot", action="store_true", help="also write learning curves and metric-vs-parameter PNGs")
+    parser.add_argument(
+        "--metric",
+        action="append",
+        metavar="NAME",
+        help="with --plot: a metric to plot, e.g. test/cond_acc (repeatable; default: the judged metric)",
+    )
     parser.add_argument(
         "--out", type=Path, help="where to write (default: the first PATH if it is a folder of runs, else .)"
     )
     args = parser.parse_args(argv)
     with exit_on_user_error("genlab-compare"):
-        table = load_sweep(args.paths)
+        check(not args.metric or args.plot, "--metric chooses what --plot draws; add --plot")
+        table = load_sweep(args.paths, evaluations=args.evals)
+        if args.plot:
+            plotted_metrics(table, args.metric)  # before anything is written
         first = args.paths[0]
         out = args.out or (first if not (first / ".hydra").is_dir() else Path.cwd())
         console = Console(soft_wrap=True)
         table.print(console)
         written = table.write(out)
         if args.plot:
-            written += write_plots(table, out)
+            written += write_plots(table, out, args.metric)
         console.print("written: " + ", ".join(str(path) for path in written))
 
 

@@ -1,5 +1,5 @@
-"""`genlab-sample run=RUN_DIR [n=64] [out=DIR] [seed=0] [label=K | labels=all]`: draw images, text or whole sequences
-(molecules) from a trained run, reproducibly."""
+"""`genlab-sample run=RUN_DIR [n=64] [out=DIR] [seed=0] [label=K | labels=all] [guidance=W]`: draw images, text
+or whole sequences (molecules, music) from a trained run, reproducibly."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rich.console import Console
 from genlab.commands import run_command
 from genlab.errors import ConfigError, check
 from genlab.files import writable_folder
-from genlab.settings import NonNegativeFloat, PositiveInt
+from genlab.settings import GuidanceScale, NonNegativeFloat, PositiveInt
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +37,7 @@ SETTINGS = {
     "labels": Literal["all"] | list[int] | None,
     "steps": PositiveInt | None,
     "sampler": str | None,
+    "guidance": GuidanceScale | None,
     "prompt": str,
     "max_new_tokens": PositiveInt,
     "temperature": NonNegativeFloat | None,
@@ -44,9 +45,9 @@ SETTINGS = {
     "top_p": Annotated[float, Gt(0), Le(1)] | None,
 }
 
-#: Settings of a model's sampler (e.g. a diffusion model's), passed to the model's `sample` and `image_grids` when
-#: given; a model whose methods do not take one refuses it.
-SAMPLER_OPTIONS = ("steps", "sampler")
+#: Settings of a model's sampler (a diffusion model's steps, sampler and guidance scale), passed to the model's
+#: `sample` and `image_grids` when given; a model whose methods do not take one refuses it.
+SAMPLER_OPTIONS = ("steps", "sampler", "guidance")
 
 
 def sampler_options(cfg: DictConfig, model: Any, methods: list[Callable[..., Any]]) -> dict[str, Any]:

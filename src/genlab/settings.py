@@ -25,3 +25,6 @@ UnitFraction = Annotated[float, Ge(0), Lt(1)]
 Sizes = Annotated[Sequence[PositiveInt], MinLen(1)]
 #: A count of examples (an integer > 0) or a fraction of them (a number strictly between 0 and 1).
 CountOrFraction = PositiveInt | Annotated[float, Gt(0), Lt(1)]
+#: A classifier-free guidance scale w (`genlab.models.guidance`): 0 the conditional model, > 0 guided, -1 the
+#: unconditional model the net learned from the dropped labels.
+GuidanceScale = Annotated[float, Ge(-1)]

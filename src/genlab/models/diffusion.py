@@ -1,9 +1,11 @@
 """Denoising diffusion (Ho et al., 2020) and flow matching (Lipman et al., 2023; Liu et al., 2023): a net learns to
-undo noise added to images; samplers run it from pure noise to images."""
+undo noise added to images; samplers run it from pure noise to images. Class-conditional with classifier-free guidance
+(Ho & Salimans, 2022)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -14,12 +16,14 @@ from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.metrics.likelihood import bits_per_dim
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
+from genlab.models.conditioning import ClassConditioning, Labels
 from genlab.models.diffusion_bound import negative_elbo
 from genlab.models.diffusion_paths import LinearPath, NoiseSchedule, Objective, ScheduleKind, estimates, noisy, target
 from genlab.models.diffusion_samplers import Sampler, SamplerName, make_sampler
 from genlab.models.ema import ema_copy
 from genlab.models.gan import slerp
-from genlab.settings import PositiveInt, UnitFraction
+from genlab.models.guidance import drop_labels, guided_prediction
+from genlab.settings import GuidanceScale, PositiveInt, UnitFraction
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -43,6 +47,14 @@ class Diffusion(GenerativeModel):
     eps and v, `test/bpd`: the discrete-time variational bound on 8-bit pixel values in bits per dimension
     (`genlab.models.diffusion_bound`), estimated with `bpd_timesteps` stratified terms per image (None: all T).
     Flow matching's likelihood needs an ODE solve with a trace estimator; it is not computed.
+
+    `conditional`: class-conditional generation with classifier-free guidance (`genlab.models.guidance`). The net
+    gets the label, and one class more than the data has: the null label, which replaces each training label with
+    probability `label_dropout`, so the same net also learns the unconditional model. Sampling uses the guidance
+    scale `guidance` (w; 0: the conditional model, one net evaluation per step; w != 0: two, batched into one forward
+    pass) unless a call of `sample` gives another; val/fid, test/fid, cond_acc and the pictures use the model's.
+    The validation and test losses are the training objective (labels dropped alike, with the fixed seed); `test/bpd`
+    bounds -log p(x | y) with the conditional net, without guidance (a guided model defines no likelihood).
     """
 
     judged_metric = "val/fid"
@@ -63,10 +75,23 @@ class Diffusion(GenerativeModel):
         eval_steps: PositiveInt = 20,
         ema_decay: UnitFraction = 0.9999,
         bpd_timesteps: PositiveInt | None = 16,
+        conditional: bool = False,
+        label_dropout: UnitFraction = 0.1,
+        guidance: GuidanceScale = 0.0,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         spec.require_kind("image", "the diffusion model")
         self.spec = spec
+        self.conditioning = ClassConditioning.of(spec, conditional, "diffusion model")
+        if guidance != 0 and not conditional:
+            raise ConfigError(
+                f"model.guidance={guidance} steers a class-conditional diffusion model, and this one is unconditional; "
+                f"set model.conditional=true (labelled data) or leave model.guidance=0"
+            )
+        #: The label that stands for "no class": one past the data's classes.
+        self.null_label = self.conditioning.num_classes
+        self.label_dropout = label_dropout
+        self.guidance = guidance
         self.objective = objective
         self.path = LinearPath() if objective == "flow" else NoiseSchedule(schedule, timesteps)
         self.sampler_name = sampler
@@ -76,7 +101,8 @@ class Diffusion(GenerativeModel):
         self.sample_steps = sample_steps
         self.eval_steps = eval_steps
         self.bpd_timesteps = bpd_timesteps
-        self.net = build_net(net, "image", "the diffusion model", shape=spec.shape)
+        classes = {"num_classes": self.null_label + 1} if self.conditioning.enabled else {}
+        self.net = build_net(net, "image", "the diffusion model", shape=spec.shape, **classes)
         self.net_ema = ema_copy(self.net, ema_decay)
         low, high = spec.value_range
         self.register_buffer("data_low", torch.tensor(float(low)), persistent=False)
@@ -98,21 +124,35 @@ class Diffusion(GenerativeModel):
         """[-1, 1] to images in [0, 1]."""
         return ((x.float() + 1) / 2).clamp(0, 1)
 
-    def loss(self, x0: torch.Tensor, net: nn.Module) -> torch.Tensor:
-        """The objective's mean squared error at random times and noise (from the global random stream)."""
+    def predict(
+        self, net: nn.Module, x: torch.Tensor, time: torch.Tensor, labels: torch.Tensor | None, guidance: float = 0.0
+    ) -> torch.Tensor:
+        """The net's prediction at x_t and the net's time: for `labels` with `guidance` when conditional."""
+        if labels is None:
+            return net(x, time)
+        return guided_prediction(net, x, time, labels, guidance, self.null_label)
+
+    def loss(self, x0: torch.Tensor, net: nn.Module, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The objective's mean squared error at random times and noise, a conditional model's labels dropped with
+        probability `label_dropout` (all from the global random stream)."""
         t = self.path.training_times(len(x0), x0.device)
         noise = torch.randn_like(x0)
         a, s = self.path.coefficients(t)
-        prediction = net(noisy(x0, noise, a, s), self.path.net_time(t))
+        if labels is not None:
+            labels = drop_labels(labels, self.label_dropout, self.null_label)
+        prediction = self.predict(net, noisy(x0, noise, a, s), self.path.net_time(t), labels)
         return F.mse_loss(prediction.float(), target(self.objective, x0.float(), noise.float(), a, s))
 
-    def denoiser(self, net: nn.Module) -> Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]:
-        """(x_t, t) -> the net's estimates of x_0 and eps, for the samplers (t one time for the whole batch)."""
+    def denoiser(
+        self, net: nn.Module, labels: torch.Tensor | None = None, guidance: float = 0.0
+    ) -> Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]:
+        """(x_t, t) -> the net's estimates of x_0 and eps, for the samplers (t one time for the whole batch), guided
+        towards `labels` when conditional."""
 
         def denoise(x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
             times = torch.full((len(x),), t, device=x.device)
             a, s = self.path.coefficients(times)
-            return estimates(self.objective, x, net(x, self.path.net_time(times)), a, s)
+            return estimates(self.objective, x, self.predict(net, x, self.path.net_time(times), labels, guidance), a, s)
 
         return denoise
 
@@ -133,11 +173,28 @@ class Diffusion(GenerativeModel):
         """x_T for n images, from `generator` (a CPU generator, so a seed means the same noise on any device)."""
         return torch.randn((n, *self.spec.shape), generator=generator).to(self.device)
 
+    def resolve_guidance(self, guidance: float | None) -> float:
+        """`guidance`, by default the model's; an unconditional model takes none."""
+        if guidance is not None and not self.conditioning.enabled:
+            raise ConfigError(
+                f"this diffusion model is unconditional: guidance={guidance} steers a class-conditional one; train "
+                f"with model.conditional=true to use classifier-free guidance"
+            )
+        return self.guidance if guidance is None else guidance
+
     def trajectory(
-        self, noise: torch.Tensor, steps: int, sampler: str | None = None, generator: torch.Generator | None = None
+        self,
+        noise: torch.Tensor,
+        steps: int,
+        sampler: str | None = None,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        guidance: float = 0.0,
     ) -> Iterator[torch.Tensor]:
-        """x after each of the sampler's `steps` steps from `noise` (the last in [-1, 1])."""
-        return self.sampler(sampler).trajectory(self.denoiser(self.sampling_net), noise, steps, generator)
+        """x after each of the sampler's `steps` steps from `noise` (the last in [-1, 1]), for `labels` with
+        `guidance` when conditional."""
+        denoise = self.denoiser(self.sampling_net, labels, guidance)
+        return self.sampler(sampler).trajectory(denoise, noise, steps, generator)
 
     @torch.no_grad()
     def sample(
@@ -147,19 +204,28 @@ class Diffusion(GenerativeModel):
         *,
         steps: PositiveInt | None = None,
         sampler: SamplerName | None = None,
-        labels: torch.Tensor | None = None,
+        labels: Labels | None = None,
+        guidance: GuidanceScale | None = None,
     ) -> torch.Tensor:
         """n images in [0, 1] by `sampler` (default: the model's) in `steps` steps (default: see `resolve_steps`);
-        pass a seeded CPU generator for the same images every time (every sampler draws from it alone)."""
-        if labels is not None:
-            raise ConfigError("this diffusion model is unconditional: it takes no class labels")
-        *_, x = self.trajectory(self.noise(n, generator), self.resolve_steps(steps), sampler, generator)
+        pass a seeded CPU generator for the same images every time (every sampler draws from it alone). A conditional
+        model draws them for `labels` (one class, or one per image; by default spread evenly over the classes) with
+        the guidance scale `guidance` (default: the model's)."""
+        if labels is not None and not self.conditioning.enabled:
+            raise ConfigError(
+                "this diffusion model is unconditional: it takes no class labels; train with model.conditional=true "
+                "to choose the class"
+            )
+        guidance = self.resolve_guidance(guidance)
+        labels = self.conditioning.for_sampling(n, labels, self.device)
+        noise = self.noise(n, generator)
+        *_, x = self.trajectory(noise, self.resolve_steps(steps), sampler, generator, labels, guidance)
         return self.to_images(x)
 
     # -- training ---------------------------------------------------------------------------------------------------
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self.to_model_range(batch[0]), self.net)
+        loss = self.loss(self.to_model_range(batch[0]), self.net, self.conditioning.of_batch(batch[1]))
         self.log_training_step(loss, lambda: {})
         return loss
 
@@ -173,19 +239,23 @@ class Diffusion(GenerativeModel):
 
     # -- evaluation -------------------------------------------------------------------------------------------------
 
-    def estimate_x0(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The sampling net's estimate of x_0 at integer times t (N,), clipped to [-1, 1] as the samplers do."""
+    def estimate_x0(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The sampling net's estimate of x_0 at integer times t (N,), for `labels` when conditional (unguided),
+        clipped to [-1, 1] as the samplers do."""
         a, s = self.path.coefficients(t)
-        x0, _ = estimates(self.objective, x_t, self.sampling_net(x_t, self.path.net_time(t)), a, s)
+        prediction = self.predict(self.sampling_net, x_t, self.path.net_time(t), labels)
+        x0, _ = estimates(self.objective, x_t, prediction, a, s)
         return x0.clamp(-1, 1)
 
     def _evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
         x0 = self.to_model_range(batch[0])
+        labels = self.conditioning.of_batch(batch[1])
         values = {}
         with self.fixed_noise(batch_idx):
-            values[f"{split}/loss"] = self.loss(x0, self.sampling_net)
+            values[f"{split}/loss"] = self.loss(x0, self.sampling_net, labels)
             if split == "test" and isinstance(self.path, NoiseSchedule):
-                nats = negative_elbo(self.path, self.estimate_x0, x0, self.bpd_timesteps).mean()
+                estimate_x0 = partial(self.estimate_x0, labels=labels)
+                nats = negative_elbo(self.path, estimate_x0, x0, self.bpd_timesteps).mean()
                 values["test/bpd"] = bits_per_dim(nats, self.spec.num_dims)
         self.log_dict(values, batch_size=len(x0), sync_dist=True)
 
@@ -203,26 +273,41 @@ class Diffusion(GenerativeModel):
         batch: torch.Tensor | None,
         generator: torch.Generator,
         *,
+        labels: torch.Tensor | None = None,
         steps: PositiveInt | None = None,
         sampler: SamplerName | None = None,
+        guidance: GuidanceScale | None = None,
     ) -> dict[str, tuple[torch.Tensor, int]]:
         """Fixed-noise samples; the trajectory x_t of 8 of them (rows; columns from noise to image); images from
-        spherical interpolations between 8 pairs of initial noises, by the objective's deterministic sampler."""
+        spherical interpolations between 8 pairs of initial noises, by the objective's deterministic sampler.
+
+        A conditional model draws one row of samples per class (each column one noise vector, so only the label
+        changes down a column), the trajectory of each class's first sample, and interpolates row i within class
+        i mod K, all with its guidance scale (or `guidance`); the data batch and its `labels` are not used."""
         steps = self.resolve_steps(steps)
-        noise = self.noise(64, generator)
-        snapshots, rows = 10, 8
+        guidance = self.resolve_guidance(guidance)
+        if self.conditioning.enabled:
+            noise, classes = self.conditioning.class_grid(self.noise(8, generator))
+            rows = slice(0, None, 8)  # the first noise vector, for each class
+        else:
+            noise, classes, rows = self.noise(64, generator), None, slice(0, 8)
+        snapshots = 10
         kept = {round(i * steps / (snapshots - 1)) for i in range(snapshots)}  # step numbers, 0 = the noise
-        chosen = [noise[:rows]]
-        for step, x in enumerate(self.trajectory(noise, steps, sampler, generator), start=1):
+        chosen = [noise[rows]]
+        for step, x in enumerate(self.trajectory(noise, steps, sampler, generator, classes, guidance), start=1):
             if step in kept:
-                chosen.append(x[:rows])
+                chosen.append(x[rows])
         trajectory = self.to_images(torch.stack(chosen, 1).flatten(0, 1))
 
         pairs, points = 8, 10
         ends = self.noise(2 * pairs, generator).flatten(1)
         between = slerp(ends[:pairs], ends[pairs:], torch.linspace(0, 1, points, device=self.device))
+        path_classes = self.conditioning.for_sampling(pairs, None, self.device)
+        if path_classes is not None:
+            path_classes = path_classes.repeat_interleave(points)
         deterministic = "euler" if self.objective == "flow" else "ddim"
-        *_, interpolated = self.trajectory(between.reshape(-1, *self.spec.shape), steps, deterministic)
+        path = between.reshape(-1, *self.spec.shape)
+        *_, interpolated = self.trajectory(path, steps, deterministic, None, path_classes, guidance)
         return {
             "samples": (self.to_images(x), 8),
             "trajectory": (trajectory, len(chosen)),

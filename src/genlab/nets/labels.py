@@ -20,7 +20,8 @@ class LabelLayer(nn.Module):
     """A layer whose output depends on the class label as well as on its input: `forward(x, labels)`."""
 
 
-def _required(labels: torch.Tensor | None) -> torch.Tensor:
+def required_labels(labels: torch.Tensor | None) -> torch.Tensor:
+    """The labels a class-conditional net was given; a call without them is a bug in the caller."""
     if labels is None:
         raise ValueError("this net is class-conditional: pass the class labels (a LongTensor of shape (N,))")
     return labels
@@ -39,7 +40,7 @@ class ConcatLabel(LabelLayer):
         self.embedding = nn.Embedding(num_classes, dim)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        return torch.cat([x, self.embedding(_required(labels)).to(x.dtype)], dim=1)
+        return torch.cat([x, self.embedding(required_labels(labels)).to(x.dtype)], dim=1)
 
 
 class LabelShift(LabelLayer):
@@ -59,7 +60,7 @@ class LabelShift(LabelLayer):
         self.linear = nn.Linear(dim, math.prod(shape), bias=False)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        shift = self.linear(self.embedding(_required(labels))).view(-1, *self.shape)
+        shift = self.linear(self.embedding(required_labels(labels))).view(-1, *self.shape)
         return x + shift.to(x.dtype)
 
 
@@ -80,7 +81,7 @@ class ProjectionHead(LabelLayer):
         self.embedding = with_spectral_norm(embedding) if spectral_norm else embedding
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        projection = (self.embedding(_required(labels)) * x).sum(dim=1, keepdim=True)
+        projection = (self.embedding(required_labels(labels)) * x).sum(dim=1, keepdim=True)
         return self.linear(x) + projection
 
 

@@ -1,8 +1,10 @@
-"""The denoising UNet of DDPM (Ho et al., 2020), sized from the image: (x_t, t) -> a tensor shaped like x_t.
+"""The denoising UNet of DDPM (Ho et al., 2020), sized from the image: (x_t, t) -> a tensor shaped like x_t, or
+(x_t, t, labels) when class-conditional.
 
-Levels of residual blocks at halving resolutions, each block told the time through a learned embedding of it;
-self-attention in the levels whose maps are at most `attention_resolution` pixels on a side and in the middle;
-skip connections from each block on the way down to one on the way up.
+Levels of residual blocks at halving resolutions, each block told the time through a learned embedding of it (plus a
+learned embedding of the class label, when conditional); self-attention in the levels whose maps are at most
+`attention_resolution` pixels on a side and in the middle; skip connections from each block on the way down to one on
+the way up.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import ConfigError
+from genlab.nets.labels import required_labels
 from genlab.settings import NonNegativeInt, PositiveInt, UnitFraction
 
 #: Channel multipliers per level by default: (1, 2, 2, 2) cut to the levels the image allows (see default_mults).
@@ -134,6 +137,10 @@ class UNet(nn.Module):
     halves the map, so the image side must divide by 2 ** (levels - 1); `channel_mults=None` picks the levels from
     the image (see `default_mults`). DDPM's CIFAR-10 net: channels 128, channel_mults [1, 2, 2, 2], 2 blocks,
     dropout 0.1, attention at 16 px.
+
+    With `num_classes`, `forward(x, time, labels)` takes class labels 0..num_classes-1 (N,): a learned embedding of
+    the label is added to the time embedding, so every residual block is told the class (the design of Dhariwal &
+    Nichol's and Ho & Salimans's class-conditional models). Unconditional, it has no such parameters.
     """
 
     data_kind = "image"
@@ -147,6 +154,7 @@ class UNet(nn.Module):
         attention_resolution: NonNegativeInt = 16,
         attention_heads: PositiveInt = 1,
         dropout: UnitFraction = 0.1,
+        num_classes: PositiveInt | None = None,
     ) -> None:
         super().__init__()
         in_channels, height, width = shape
@@ -169,6 +177,7 @@ class UNet(nn.Module):
         self.time_embedding = nn.Sequential(
             nn.Linear(self.time_features, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
         )
+        self.class_embedding = nn.Embedding(num_classes, time_dim) if num_classes else None
         self.stem = nn.Conv2d(in_channels, channels, 3, padding=1)
 
         def heads_at(side: int) -> int | None:
@@ -198,8 +207,10 @@ class UNet(nn.Module):
                 side *= 2
         self.head = nn.Sequential(group_norm(c), nn.SiLU(), zero(nn.Conv2d(c, in_channels, 3, padding=1)))
 
-    def forward(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, time: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         embedding = self.time_embedding(sinusoidal_embedding(time, self.time_features))
+        if self.class_embedding is not None:
+            embedding = embedding + self.class_embedding(required_labels(labels))
         h = self.stem(x)
         skips = [h]
         for layer in self.down:

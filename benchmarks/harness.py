@@ -49,21 +49,23 @@ CONTENDERS = ("genlab", "plain")
 CHUNK_OPTION = {"--chunk": {"type": int, "default": 25, "help": "steps per turn when interleaved"}}
 
 
-def compose_config(overrides: Sequence[str], seed: int, output_dir: Path, logger: str) -> DictConfig:
+def compose_config(
+    overrides: Sequence[str], seed: int, output_dir: Path, logger: str, defaults: bool = False
+) -> DictConfig:
     """genlab's `train` config with the benchmark's own `overrides` (experiment, length of the run), without progress
     bar, model summary, checkpoints or the callbacks that do no training work; `logger` is "none" or a genlab logger
-    config."""
-    overrides = [
-        *overrides,
+    config. With `defaults`, everything a user's run has stays: progress bar, checkpoints, pictures, metrics."""
+    quiet = [
         "++trainer.enable_progress_bar=false",
         "++trainer.enable_model_summary=false",
         "++trainer.enable_checkpointing=false",
-        f"seed={seed}",
-        f"paths.output_dir={output_dir}",
     ]
+    overrides = [*overrides, *([] if defaults else quiet), f"seed={seed}", f"paths.output_dir={output_dir}"]
     overrides += ["~logger"] if logger == "none" else [f"logger={logger}"]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
+    if defaults:
+        return cfg
     # Drop non-training callbacks by class rather than by config key, so renamed entries are caught too. The
     # final weights are evaluated, as in the plain loop; guards such as StopOnNonFiniteLoss stay.
     for key, entry in list((cfg.get("callbacks") or {}).items()):
@@ -80,11 +82,13 @@ def compose_config(overrides: Sequence[str], seed: int, output_dir: Path, logger
 
 
 @contextmanager
-def genlab_setup(overrides: Sequence[str], seed: int, logger: str) -> Iterator[tuple[DictConfig, Any]]:
+def genlab_setup(
+    overrides: Sequence[str], seed: int, logger: str, defaults: bool = False
+) -> Iterator[tuple[DictConfig, Any]]:
     """The composed config (see compose_config), with a temporary output folder that lasts as long as the context,
     and genlab's own first steps, as in genlab.training.train: seed everything, instantiate the datamodule."""
     with tempfile.TemporaryDirectory(prefix="genlab-bench-") as tmp:
-        cfg = compose_config(overrides, seed, Path(tmp), logger)
+        cfg = compose_config(overrides, seed, Path(tmp), logger, defaults)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         yield cfg, instantiate(cfg.data)
 

@@ -10,15 +10,23 @@ By default the two alternate epoch by epoch (a plain epoch runs right after each
 its own random stream), so load from other processes on the machine hits both alike; `--schedule sequential`
 trains genlab fully, then the plain loop.
 
+`--whole-epoch` times what a user waits for instead: genlab with every default of `genlab-train
+experiment=vae_mnist_examples` (validation, sample-quality metrics, pictures, checkpoints, TensorBoard, the
+progress bar), epoch start to next epoch start, against the pytorch/examples loop that trains, evaluates the
+same held-out images and saves a reconstruction and a sample grid every epoch.
+
 Run from the repository root:
 
     GENLAB_DATA_DIR=../shared/data python benchmarks/vae_mnist.py --epochs 10
+    GENLAB_DATA_DIR=../shared/data python benchmarks/vae_mnist.py --epochs 6 --whole-epoch --logger tensorboard
 """
 
 from __future__ import annotations
 
 import copy
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import harness
@@ -27,11 +35,15 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
+from torchvision.utils import save_image
 
 from genlab.data.image_datamodule import ImageDataModule
 from genlab.models.vae import VAE
 
-RATIO_TARGET = 1.15
+#: Median ratio targets: a bare training epoch (only Lightning's per-step machinery may show), and a whole epoch
+#: with genlab's defaults against the pytorch/examples epoch (what the defaults add must stay cheap).
+TRAINING_EPOCH_TARGET = 1.05
+WHOLE_EPOCH_TARGET = 1.15
 LOSS_GAP_TARGET = 1.5
 
 SECONDS = harness.Unit(key="epoch_seconds", label="s/epoch", digits=3)
@@ -39,7 +51,7 @@ SECONDS = harness.Unit(key="epoch_seconds", label="s/epoch", digits=3)
 
 def overrides(epochs: int) -> list[str]:
     """genlab's own config for the pytorch/examples VAE (harness.compose_config leaves out what a plain loop does
-    not do either)."""
+    not do either, unless told to keep the defaults)."""
     return [
         "experiment=vae_mnist_examples",
         "data=mnist",
@@ -87,6 +99,20 @@ class PlainLoop:
             self.epoch_seconds.append(time.perf_counter() - start)
             self.rng_state = torch.get_rng_state()
 
+    def whole_epoch(self, held_out: torch.Tensor, pictures: Path) -> None:
+        """What pytorch/examples does every epoch: train, evaluate the held-out images, save a grid of 8 images
+        beside their reconstructions and a grid of 64 samples from the prior."""
+        start = time.perf_counter()
+        self.epoch()
+        self.test(held_out)
+        with torch.no_grad():
+            x = held_out[:8]
+            mu, _ = self.net.encoder(x).chunk(2, dim=1)
+            save_image(torch.cat([x, torch.sigmoid(self.net.decoder(mu)).view_as(x)]), pictures / "reconstruction.png")
+            z = torch.randn(64, mu.shape[1], generator=self.shuffle)
+            save_image(torch.sigmoid(self.net.decoder(z)).view(64, *x.shape[1:]), pictures / "sample.png")
+        self.epoch_seconds[-1] = time.perf_counter() - start
+
     @torch.no_grad()
     def test(self, images: torch.Tensor, batch_size: int = 1000) -> float:
         """Mean negative ELBO over `images`, nats per image, one sample of z (as pytorch/examples)."""
@@ -125,6 +151,30 @@ class TrainEpochTimer(pl.Callback):
             self.then.epoch()
 
 
+class WholeEpochTimer(pl.Callback):
+    """Wall time from each training epoch's start to the next one's (validation, metrics, pictures, checkpoints and
+    logging included), minus the plain epoch run in between by `then`; the last epoch, followed by once-per-run
+    work rather than by another epoch, is not counted."""
+
+    def __init__(self, then: Any = None) -> None:
+        self.then = then
+        self.epoch_seconds: list[float] = []
+        self._start: float | None = None
+        self._plain = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        now = time.perf_counter()
+        if self._start is not None:
+            self.epoch_seconds.append(now - self._start - self._plain)
+        self._start, self._plain = now, 0.0
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.then is not None:
+            start = time.perf_counter()
+            self.then()
+            self._plain += time.perf_counter() - start
+
+
 def as_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 1, 28, 28) -> float32 in [0, 1], converted once (a plain loop holds floats in memory)."""
     return images.float().div_(255)
@@ -146,9 +196,12 @@ def summary(epoch_seconds: list[float], test_loss: float) -> dict[str, Any]:
     return {"epoch_seconds": epoch_seconds, **SECONDS.stats(epoch_seconds), "test_loss": test_loss}
 
 
-def run(epochs: int, seed: int, logger: str, schedule: str) -> dict[str, Any]:
+def run(epochs: int, seed: int, logger: str, schedule: str, whole_epoch: bool) -> dict[str, Any]:
     datamodule: ImageDataModule
-    with harness.genlab_setup(overrides(epochs), seed, logger) as (cfg, datamodule):
+    with (
+        harness.genlab_setup(overrides(epochs), seed, logger, defaults=whole_epoch) as (cfg, datamodule),
+        tempfile.TemporaryDirectory(prefix="plain-pictures-") as pictures,
+    ):
         # genlab's own code path, as in genlab.training.train.
         model: VAE = instantiate(cfg.model, _partial_=True)(spec=datamodule.spec)
 
@@ -156,17 +209,20 @@ def run(epochs: int, seed: int, logger: str, schedule: str) -> dict[str, Any]:
         datamodule.prepare_data()
         datamodule.setup("fit")
         train_images = as_float(datamodule.splits["train"].images)
+        val_images = as_float(datamodule.splits["val"].images)
         test_images = as_float(datamodule.splits["test"].images)
         plain = PlainLoop(copy.deepcopy(model.net), train_images, cfg.data.batch_size, cfg.seed)
         warm_up(plain.net, train_images)
 
-        timer = TrainEpochTimer(then=plain if schedule == "interleaved" else None)
+        plain_epoch = (lambda: plain.whole_epoch(val_images, Path(pictures))) if whole_epoch else plain.epoch
+        then = plain_epoch if schedule == "interleaved" else None
+        timer = WholeEpochTimer(then) if whole_epoch else TrainEpochTimer(then)
         trainer = harness.build_trainer(cfg, timer)
         trainer.fit(model, datamodule=datamodule)
         genlab_test = float(trainer.test(model, datamodule=datamodule, verbose=False)[0]["test/elbo"])
 
         while len(plain.epoch_seconds) < epochs:
-            plain.epoch()
+            plain_epoch()
         plain_test = plain.test(test_images)
 
     genlab, baseline = summary(timer.epoch_seconds, genlab_test), summary(plain.epoch_seconds, plain_test)
@@ -177,6 +233,7 @@ def run(epochs: int, seed: int, logger: str, schedule: str) -> dict[str, Any]:
         trainer,
         timer,
         epochs=epochs,
+        whole_epoch=whole_epoch,
         seed=seed,
         schedule=schedule,
         logger=logger,
@@ -187,8 +244,10 @@ def run(epochs: int, seed: int, logger: str, schedule: str) -> dict[str, Any]:
 
 
 def report(numbers: dict[str, Any]) -> None:
+    what = "whole epochs with the defaults" if numbers["whole_epoch"] else "training epochs"
     title = (
-        f"VAE on MNIST: {numbers['epochs']} epochs, {numbers['schedule']}, torch threads: {numbers['torch_threads']}"
+        f"VAE on MNIST: {numbers['epochs']} epochs, {what}, {numbers['schedule']}, "
+        f"torch threads: {numbers['torch_threads']}"
     )
     cells = {name: [f"{numbers[name]['test_loss']:.2f}"] for name in harness.CONTENDERS}
     cells["genlab/plain"] = [f"{numbers['test_loss_gap']:+.2f}"]
@@ -199,14 +258,15 @@ def report(numbers: dict[str, Any]) -> None:
         columns=["test loss (nats)"],
         cells=cells,
         timer="epoch timer",
-        ratio_target=RATIO_TARGET,
+        ratio_target=WHOLE_EPOCH_TARGET if numbers["whole_epoch"] else TRAINING_EPOCH_TARGET,
         checks=[(f"|test-loss gap| target <= {LOSS_GAP_TARGET}", abs(numbers["test_loss_gap"]) <= LOSS_GAP_TARGET)],
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = harness.parse_args(__doc__, "--epochs", 10, argv)
-    harness.execute(args, lambda: run(args.epochs, args.seed, args.logger, args.schedule), report)
+    whole = {"--whole-epoch": {"action": "store_true", "help": "time whole epochs with genlab's defaults"}}
+    args = harness.parse_args(__doc__, "--epochs", 10, argv, whole)
+    harness.execute(args, lambda: run(args.epochs, args.seed, args.logger, args.schedule, args.whole_epoch), report)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,20 @@ def test_compile_option_compiles_the_net_in_place(tmp_path, monkeypatch) -> None
     plain.configure_model()
 
 
+def test_gpu_recipe_on_a_cpu_skips_compilation_and_keeps_bf16(genlab_train, compose_config, monkeypatch) -> None:
+    """experiment=gpt_shakespeare trainer=cpu: compile=cuda leaves the net uncompiled on a CPU (inductor's C++ build
+    would take minutes), and the recipe's bf16-mixed runs as CPU autocast."""
+    require_data("shakespeare/input.txt")
+    monkeypatch.setattr(GPT, "compile", lambda self: pytest.fail("compiled on a CPU although compile=cuda"))
+    recipe = ["experiment=gpt_shakespeare", "trainer=cpu", "debug=fdr"]
+    cfg = compose_config(*recipe)
+    assert cfg.model.compile == "cuda" and cfg.trainer.precision == "bf16-mixed"
+    tiny = ["model.net.n_layer=1", "model.net.n_embd=24", "data.block_size=32", "data.batch_size=4"]
+    genlab_train(*recipe, *tiny).check()
+    invalid = genlab_train("model=transformer", "data=python_source", "model.compile=sometimes")
+    assert invalid.returncode == 2 and "model.compile=sometimes is not allowed" in invalid.stderr, invalid.stderr
+
+
 def test_generated_text_is_reproducible_and_prompts_are_checked(tmp_path) -> None:
     model = tiny_lm(tmp_path).eval()
     first = model.generate_text("To be", 30, temperature=1.0, generator=torch.Generator().manual_seed(3))

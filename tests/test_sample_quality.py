@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from genlab.callbacks.sample_quality import PrecomputedFeatures, SampleQuality
+from genlab.callbacks.sample_quality import PrecomputedFeatures, SampleQuality, validation_cadence
 from genlab.data.digits import DigitsDataModule
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
@@ -130,6 +130,28 @@ def test_callback_rates_real_images_above_noise(digits, classifier_cache) -> Non
     assert real_summary["num_real_val"] == 100 and real_summary["num_real_test"] == 100
     assert real_summary["num_fake"] == 300 and sum(real_summary["class_histogram"]) == 300
     assert real_summary["classifier_test_accuracy"] > 0.8
+
+
+def test_validation_reals_are_featurized_once_and_unwatched_fid_is_sparse(digits, classifier_cache) -> None:
+    """The validation split does not change within a run: its real features are computed once and kept, so a second
+    validation gives the same val/fid from the fakes' features alone. val/fid is every 5th epoch unless a
+    checkpoint or early stopping selects by it."""
+    callback = SampleQuality(num_real=100, num_fake=200, kid_subset_size=50, cache_dir=str(classifier_cache))
+    trainer = pl.Trainer(callbacks=[callback], logger=False, enable_progress_bar=False, enable_model_summary=False)
+    model = ReplayModel(digits.spec, digits.splits["train"][torch.arange(200)][0])
+    first = trainer.validate(model, datamodule=digits, verbose=False)[0]["val/fid"]
+    featurized = []
+    original = callback.classifier.features
+    callback.classifier.features = lambda images: featurized.append(len(images)) or original(images)
+    again = trainer.validate(model, datamodule=digits, verbose=False)[0]["val/fid"]
+    assert again == pytest.approx(first, rel=1e-6)
+    assert sum(featurized) == 200, f"only the 200 fakes should be featurized again, not the reals: {featurized}"
+    assert callback.summary()["sample_quality"]["num_real_val"] == 100
+    assert callback.val_every_n_epochs == 5
+    watched = pl.callbacks.ModelCheckpoint(monitor="val/fid", mode="min")
+    unwatched = pl.callbacks.ModelCheckpoint(monitor="val/elbo", mode="min")
+    for every, callbacks, expected in ((None, [watched], 1), (None, [unwatched], 5), (3, [], 3), (3, [watched], 3)):
+        assert validation_cadence(every, callbacks) == expected, (every, callbacks)
 
 
 @pytest.mark.parametrize("weights", [None, "missing.pth"])

@@ -23,6 +23,20 @@ from genlab.models.conditioning import balanced_labels, conditioning_of
 from genlab.settings import PositiveInt
 
 AtLeastTwo = Annotated[int, Ge(2)]
+#: How often val/fid is computed by default when nothing selects by it (a checkpoint or early stopping that
+#: monitors it gets it every epoch): on a small model it would otherwise cost a third of each epoch.
+UNWATCHED_EVERY_N_EPOCHS = 5
+#: The per-epoch values this callback logs, which a checkpoint or early stopping may watch.
+VALIDATION_METRICS = ("val/fid", "val/cond_acc")
+
+
+def validation_cadence(every_n_epochs: int | None, callbacks: list[pl.Callback]) -> int:
+    """Every how many epochs val/fid is computed: as set, else every epoch when one of `callbacks` (a checkpoint,
+    early stopping) selects by one of this callback's validation metrics, else every 5th."""
+    if every_n_epochs is not None:
+        return every_n_epochs
+    watched = {getattr(callback, "monitor", None) for callback in callbacks}
+    return 1 if watched.intersection(VALIDATION_METRICS) else UNWATCHED_EVERY_N_EPOCHS
 
 
 class PrecomputedFeatures(nn.Identity):
@@ -35,17 +49,19 @@ class PrecomputedFeatures(nn.Identity):
 
 
 class SampleQuality(pl.Callback):
-    """Logs `val/fid` every `every_n_epochs` validation epochs and `test/fid`, `test/kid`, `test/kid_std`,
-    `test/class_entropy` when testing, for models with `sample(n, generator)`; other models are left alone.
+    """Logs `val/fid` every `every_n_epochs` validation epochs (default: every epoch when a checkpoint or early stopping
+    selects by it, else every 5th) and `test/fid`, `test/kid`, `test/kid_std`, `test/class_entropy` when testing, for
+    models with `sample(n, generator)`; other models are left alone.
 
     Real images: the first `num_real` of the split being evaluated (fewer when the split or `limit_*_batches` has
-    fewer). Fakes: `num_fake` samples drawn from the same seeded noise every time, so `val/fid` depends on the
-    weights only. Features: the penultimate layer of a small classifier trained once on the train split and cached
-    in `cache_dir` ("classifier"), or Inception-v3 from a local weights file ("inception"). FID is the Frechet
-    distance between Gaussians fitted to the two feature sets; KID the unbiased squared MMD with a cubic polynomial
-    kernel, averaged over 100 random subsets of `kid_subset_size` images. Under DDP each process draws its share of
-    both sets and torchmetrics gathers the statistics. `class_entropy` is the entropy (nats, at most ln(classes))
-    of the classes the classifier predicts for the fakes: low values mean missing modes.
+    fewer); their features are computed once per run for validation, since the split does not change. Fakes: `num_fake`
+    samples drawn from the same seeded noise every time, so `val/fid` depends on the weights only. Features: the
+    penultimate layer of a small classifier trained once on the train split and cached in `cache_dir` ("classifier"), or
+    Inception-v3 from a local weights file ("inception"). FID is the Frechet distance between Gaussians fitted to the
+    two feature sets; KID the unbiased squared MMD with a cubic polynomial kernel, averaged over 100 random subsets of
+    `kid_subset_size` images. Under DDP each process draws its share of both sets and torchmetrics gathers the
+    statistics. `class_entropy` is the entropy (nats, at most ln(classes)) of the classes the classifier predicts for
+    the fakes: low values mean missing modes.
 
     Class-conditional models (`model.conditional=true`) are asked for labels spread evenly over the classes (the
     same every time), and FID, KID and class entropy are computed on those class-balanced samples, so conditional
@@ -60,7 +76,7 @@ class SampleQuality(pl.Callback):
         features: Literal["classifier", "inception"] = "classifier",
         inception_weights: str | None = None,
         kid_subset_size: AtLeastTwo = 100,
-        every_n_epochs: PositiveInt = 1,
+        every_n_epochs: PositiveInt | None = None,
         seed: int = 0,
         cache_dir: str = ".cache/genlab",
         batch_size: PositiveInt = 500,
@@ -70,6 +86,8 @@ class SampleQuality(pl.Callback):
         self.features = features
         self.kid_subset_size = kid_subset_size
         self.every_n_epochs = every_n_epochs
+        self.val_every_n_epochs = every_n_epochs or UNWATCHED_EVERY_N_EPOCHS  # settled in setup()
+        self.val_reals_ready = False
         self.seed = seed
         self.cache_dir = cache_dir
         self.batch_size = batch_size
@@ -91,6 +109,7 @@ class SampleQuality(pl.Callback):
         spec = getattr(pl_module, "spec", None)
         if self.active or spec is None or spec.kind != "image" or not callable(getattr(pl_module, "sample", None)):
             return
+        self.val_every_n_epochs = validation_cadence(self.every_n_epochs, trainer.callbacks)
         if self.features == "classifier":
             require_labels(spec)
         if spec.num_classes is not None:
@@ -103,7 +122,7 @@ class SampleQuality(pl.Callback):
             warnings.simplefilter("ignore", UserWarning)
             kid = KernelInceptionDistance(feature=PrecomputedFeatures(dim), subset_size=self.kid_subset_size)
         self.metrics = {
-            "val": [FrechetInceptionDistance(feature=PrecomputedFeatures(dim))],
+            "val": [FrechetInceptionDistance(feature=PrecomputedFeatures(dim), reset_real_features=False)],
             "test": [FrechetInceptionDistance(feature=PrecomputedFeatures(dim)), kid],
         }
         self.active = True
@@ -135,17 +154,18 @@ class SampleQuality(pl.Callback):
 
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         fitting = trainer.state.fn == "fit"
-        due = not fitting or (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        due = not fitting or (trainer.current_epoch + 1) % self.val_every_n_epochs == 0
         self.measuring = self.active and not trainer.sanity_checking and due
         if not self.measuring:
             return
         for metric in self.metrics[stage]:
-            metric.reset()
+            metric.reset()  # validation keeps its real features (reset_real_features=False)
             metric.to(pl_module.device)
         for net in (self.classifier, self.inception):
             if net is not None:
                 net.to(pl_module.device)
-        self.real_left = max(1, self.num_real // trainer.world_size)
+        reals_kept = stage == "val" and self.val_reals_ready
+        self.real_left = 0 if reals_kept else max(1, self.num_real // trainer.world_size)
 
     @torch.no_grad()
     def _features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -214,6 +234,7 @@ class SampleQuality(pl.Callback):
         histogram, hits = self._add_fakes(trainer, pl_module, stage)
         histogram = self._total(trainer, pl_module, histogram)
         fid = self.metrics[stage][0]
+        self.val_reals_ready = self.val_reals_ready or stage == "val"
         num_real = int(self._total(trainer, pl_module, fid.real_features_num_samples.clone()))
         num_fake = int(self._total(trainer, pl_module, fid.fake_features_num_samples.clone()))
         self.counts.update({f"num_real_{stage}": num_real, "num_fake": num_fake})

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from genlab.errors import ConfigError, check, did_you_mean, exit_on_user_error, one_line
 from genlab.files import write_json_atomically
 from genlab.trust import check_trusted
+from genlab.upstream import parse_hydra_overrides
 
 CONFIG_FILE = Path(".hydra") / "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -115,11 +116,10 @@ _ABSENT = object()
 
 def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
     """Apply `key=value` overrides (Hydra's syntax) to a saved config; a key it does not have is an error."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
     try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        parsed = parse_hydra_overrides(overrides)
     except OverrideParseException as exc:
         raise ConfigError(" ".join(str(exc).split())) from exc
     for override in parsed:

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
@@ -25,6 +22,7 @@ from genlab.errors import user_error_of
 from genlab.files import write_json_atomically
 from genlab.interrupts import SIGTERM_STATUS
 from genlab.run_folder import MANIFEST_FILE, METRICS_FILE, read_json
+from genlab.upstream import ddp_workers_run_this_job, parse_hydra_overrides, tensorboard_file_writer
 
 if TYPE_CHECKING:
     from genlab.interrupts import Signals
@@ -41,7 +39,7 @@ def in_multirun() -> bool:
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """`key=value` overrides as {key: typed value} (`model=vae` -> {"model": "vae"}, `~key` -> {"key": None})."""
     parsed: dict[str, Any] = {}
-    for override in OverridesParser.create().parse_overrides(overrides):
+    for override in parse_hydra_overrides(overrides):
         value = None if override.is_delete() else override.value()
         scalar = value is None or isinstance(value, (int, float, str, bool))
         parsed[override.key_or_group] = value if scalar else str(value)
@@ -55,34 +53,6 @@ def worst_value(cfg: DictConfig) -> float:
     except Exception:  # the model (or metrics) class itself is what failed to load: any direction will do
         mode = "min"
     return math.inf if mode == "min" else -math.inf
-
-
-@contextmanager
-def ddp_workers_run_this_job() -> Iterator[None]:
-    """Make Lightning's DDP launcher start its worker processes on this job alone, in this job's folder.
-
-    Lightning restarts the script with `sys.argv` plus `hydra.run.dir=<hydra.run.dir>`: inside a sweep that is the
-    whole sweep command (`-m seed=1,2`), so each worker would start a sweep of its own in a new folder. The job's
-    own overrides and folder make each worker a single run that joins this job. Afterwards the process group and
-    the variables the launcher set (LOCAL_RANK, WORLD_SIZE, MASTER_PORT, ...) go, or the next job in this process
-    would take itself for a worker of the last one.
-    """
-    hydra_cfg = HydraConfig.get()
-    argv, environ = sys.argv, dict(os.environ)
-    sys.argv = [argv[0], *hydra_cfg.overrides.task]
-    with read_write(hydra_cfg.run):
-        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
-    try:
-        yield
-    finally:
-        import torch
-
-        sys.argv = argv
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        for key in set(os.environ) - set(environ):
-            del os.environ[key]
-        os.environ.update(environ)
 
 
 def run_sweep_job(
@@ -122,7 +92,7 @@ def log_hparams(loggers: list[Any], metrics: Mapping[str, float]) -> None:
     params = {key: "null" if value is None else value for key, value in params.items()}
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger) and params:
-            writer = logger.experiment._get_file_writer()
+            writer = tensorboard_file_writer(logger.experiment)
             for summary in hparams(params, dict(metrics)):
                 writer.add_summary(summary)
             writer.flush()

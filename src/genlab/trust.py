@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 from genlab.errors import ConfigError
+from genlab.upstream import config_child_node, unresolved_value
 
 #: Modules whose classes a run folder may name.
 TRUSTED_CLASS_MODULES = (
@@ -41,12 +42,12 @@ def targets(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         for key in node:
             where = f"{path}.{key}" if path else str(key)
             if key == "_target_":
-                yield where, node._get_node(key)._value()  # type: ignore[union-attr]
+                yield where, unresolved_value(node, key)
             else:
-                yield from targets(node._get_node(key), where)
+                yield from targets(config_child_node(node, key), where)
     elif isinstance(node, ListConfig):
         for index in range(len(node)):
-            yield from targets(node._get_node(index), f"{path}[{index}]")
+            yield from targets(config_child_node(node, index), f"{path}[{index}]")
 
 
 def _user_trusted() -> tuple[str, ...]:

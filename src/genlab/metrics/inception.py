@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from genlab.errors import ConfigError
+from genlab.upstream import fid_inception_v3
 
 WEIGHTS_HINT = (
     "give the local file of torch-fidelity's Inception weights (weights-inception-2015-12-05-6726825d.pth) as "
@@ -36,12 +37,8 @@ class InceptionFeatures(nn.Module):
                 "metrics.features=inception needs the torch-fidelity package: pip install torch-fidelity "
                 "(or use metrics.features=classifier)"
             )
-        from torchmetrics.image.fid import NoTrainInceptionV3
-
         try:
-            self.net = NoTrainInceptionV3(
-                name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(weights)
-            )
+            self.net = fid_inception_v3(str(weights))
         except Exception as exc:  # torch.load or load_state_dict on a file that is not these weights
             raise ConfigError(
                 f"metrics.inception_weights={weights} could not be loaded ({exc}): {WEIGHTS_HINT}"

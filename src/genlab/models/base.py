@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from genlab.errors import ConfigError
+from genlab.upstream import lightning_logging_step, lightning_logs_this_step
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -75,7 +76,7 @@ class GenerativeModel(pl.LightningModule):
     def logging_this_step(self) -> bool:
         """Whether this training step's values reach the loggers (every `trainer.log_every_n_steps` steps)."""
         trainer = self.trainer
-        return bool(trainer.loggers) and (trainer._logger_connector.should_update_logs or bool(trainer.fast_dev_run))
+        return bool(trainer.loggers) and (lightning_logs_this_step(trainer) or bool(trainer.fast_dev_run))
 
     def log_training_step(
         self, loss: torch.Tensor, extra: Callable[[], dict[str, Any]], name: str = "train/loss"
@@ -92,7 +93,7 @@ class GenerativeModel(pl.LightningModule):
         if self.logging_this_step:
             values = {name: loss, **extra()}
             metrics = {key: float(torch.as_tensor(value).detach()) for key, value in values.items()}
-            step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            step = lightning_logging_step(trainer)
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)
         if trainer.progress_bar_callback is not None:

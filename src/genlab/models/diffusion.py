@@ -24,6 +24,7 @@ from genlab.models.ema import ema_copy
 from genlab.models.gan import slerp
 from genlab.models.guidance import drop_labels, guided_prediction
 from genlab.settings import GuidanceScale, PositiveInt, UnitFraction
+from genlab.upstream import attached_trainer
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -164,7 +165,7 @@ class Diffusion(GenerativeModel):
         and pictures stay cheap and comparable across epochs and with genlab-eval), `sample_steps` when testing and
         outside training."""
         if steps is None:
-            trainer = self._trainer
+            trainer = attached_trainer(self)
             steps = self.eval_steps if trainer is not None and not trainer.testing else self.sample_steps
         self.path.check_steps(steps)
         return steps

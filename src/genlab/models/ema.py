@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from genlab.upstream import foreach_blend_, foreach_copy_
+
 
 def ema_with_warmup(decay: float) -> Callable[..., None]:
     """EMA update with the decay ramped as min(decay, (1 + n) / (10 + n)) over the n updates so far.
@@ -19,11 +21,10 @@ def ema_with_warmup(decay: float) -> Callable[..., None]:
     @torch.no_grad()
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
         if not averaged[0].is_floating_point():  # integer buffers (batch norm's counters) are copied
-            torch._foreach_copy_(averaged, current)
+            foreach_copy_(averaged, current)
             return
         weight = torch.clamp((1 + updates) / (10 + updates), max=decay)  # a tensor: no device sync
-        torch._foreach_mul_(averaged, weight)
-        torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - weight))
+        foreach_blend_(averaged, current, weight)
 
     return update
 

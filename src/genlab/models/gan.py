@@ -17,12 +17,13 @@ from genlab.models.conditioning import ClassConditioning, Labels
 from genlab.models.ema import ema_copy
 from genlab.models.gan_losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 from genlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, UnitFraction
+from genlab.upstream import foreach_norm
 
 
 def gradient_norm(parameters: Iterable[nn.Parameter]) -> torch.Tensor:
     """The L2 norm of all gradients together (0 when none exist yet)."""
     grads = [p.grad for p in parameters if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(foreach_norm(grads))) if grads else torch.zeros(())
 
 
 def slerp(start: torch.Tensor, end: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

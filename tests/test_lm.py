@@ -199,14 +199,17 @@ def test_compile_option_compiles_the_net_in_place(tmp_path, monkeypatch) -> None
     plain.configure_model()
 
 
-def test_gpu_recipe_on_a_cpu_skips_compilation_and_keeps_bf16(genlab_train, compose_config, monkeypatch) -> None:
+def test_gpu_recipe_on_a_cpu_skips_compilation_and_mixed_precision(genlab_train, compose_config, monkeypatch) -> None:
     """experiment=gpt_shakespeare trainer=cpu: compile=cuda leaves the net uncompiled on a CPU (inductor's C++ build
-    would take minutes), and the recipe's bf16-mixed runs as CPU autocast."""
+    would take minutes) and the recipe's bf16-mixed becomes 32-true there (emulated bf16 is slower than fp32), while
+    on a GPU the recipe keeps both; an explicit trainer.precision still wins."""
     require_data("shakespeare/input.txt")
     monkeypatch.setattr(GPT, "compile", lambda self: pytest.fail("compiled on a CPU although compile=cuda"))
     recipe = ["experiment=gpt_shakespeare", "trainer=cpu", "debug=fdr"]
     cfg = compose_config(*recipe)
-    assert cfg.model.compile == "cuda" and cfg.trainer.precision == "bf16-mixed"
+    assert cfg.model.compile == "cuda" and cfg.trainer.precision == "32-true"
+    assert compose_config("experiment=gpt_shakespeare").trainer.precision == "bf16-mixed"
+    assert compose_config(*recipe, "trainer.precision=bf16-mixed").trainer.precision == "bf16-mixed"
     tiny = ["model.net.n_layer=1", "model.net.n_embd=24", "data.block_size=32", "data.batch_size=4"]
     genlab_train(*recipe, *tiny).check()
     invalid = genlab_train("model=transformer", "data=python_source", "model.compile=sometimes")

@@ -74,6 +74,18 @@ def _ddp_strategy(*, _root_: DictConfig) -> str:
     return "ddp_find_unused_parameters_true" if getattr(model_class, "ddp_find_unused_parameters", False) else "ddp"
 
 
+def _gpu_precision(precision: str, *, _root_: DictConfig) -> str:
+    """`${gpu_precision:bf16-mixed}`: the GPU recipes' mixed precision on accelerators, 32-true on a CPU (as
+    nanoGPT does there): CPUs without bf16 instructions emulate it at about half fp32's speed. `trainer=cpu` with a
+    GPU recipe then trains in full precision; `trainer.precision=bf16-mixed` still asks for it explicitly."""
+    accelerator = str(_root_.trainer.get("accelerator", "auto"))
+    if accelerator == "auto":
+        import torch  # only for accelerator=auto: the question is whether Lightning will pick a GPU
+
+        accelerator = "gpu" if torch.cuda.is_available() or torch.backends.mps.is_available() else "cpu"
+    return "32-true" if accelerator == "cpu" else precision
+
+
 def _wandb_offline() -> bool:
     """Run W&B offline unless the user configured it, so a run never stops at a login prompt."""
     mode = os.environ.get("WANDB_MODE", "").lower()
@@ -123,6 +135,7 @@ def register_resolvers() -> None:
     )
     OmegaConf.register_new_resolver("sweep_name", _sweep_name, replace=True)
     OmegaConf.register_new_resolver("ddp_strategy", _ddp_strategy, replace=True)
+    OmegaConf.register_new_resolver("gpu_precision", _gpu_precision, replace=True)
     # `${run_folder:checkpoints}`, `${run_folder:last}`: the run folder's layout, defined once in genlab.run_folder.
     OmegaConf.register_new_resolver("run_folder", lambda name: LAYOUT[name], replace=True)
 

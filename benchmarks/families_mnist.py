@@ -49,17 +49,11 @@ FAMILIES = {
 METRICS = ("test/fid", "test/kid", "test/class_entropy", "test/bpd")
 
 
-def budget(minutes: float) -> str:
-    """trainer.max_time as Lightning reads it: DD:HH:MM:SS."""
-    seconds = round(minutes * 60)
-    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def train(family: str, args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     command = [
         "genlab-train",
         *FAMILIES[family],
-        f"trainer.max_time='{budget(args.minutes)}'",
+        f"trainer.max_time='{harness.budget(args.minutes)}'",
         "trainer.max_epochs=-1",
         "trainer.min_epochs=0",
         "trainer.limit_test_batches=1",

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genlab.config import config_dir
+from genlab.run_folder import METRICS_FILE, read_json
 from genlab.training import instantiate_each
 
 #: Callbacks that do no training work (progress display, checkpoints, pictures and text samples): left out of the
@@ -251,18 +252,66 @@ def report(
         out.print(f"{what}: {verdict(ok)}")
 
 
-def run_genlab(command: Sequence[str], threads: int | None) -> float:
+def budget(minutes: float) -> str:
+    """trainer.max_time as Lightning reads it: DD:HH:MM:SS."""
+    seconds = round(minutes * 60)
+    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def run_command(command: Sequence[str], threads: int | None) -> tuple[int, float]:
     """Run a genlab console script (`command[0]`, e.g. genlab-train, with its arguments) beside this interpreter, so
     the genlab installed where the benchmark runs, with OMP_NUM_THREADS=`threads` if given; prints the command and
-    returns the wall seconds. A failure ends the benchmark."""
+    returns its exit status and wall seconds."""
     print(f"$ {shlex.join(command)}", flush=True)
     environment = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     start = time.perf_counter()
     executable = [str(Path(sys.executable).with_name(command[0])), *command[1:]]
     status = subprocess.run(executable, env=environment, check=False).returncode
+    return status, time.perf_counter() - start
+
+
+def run_genlab(command: Sequence[str], threads: int | None) -> float:
+    """`run_command`, for benchmarks that cannot go on without it: a failure ends the benchmark. Returns the wall
+    seconds."""
+    status, seconds = run_command(command, threads)
     if status != 0:
         raise SystemExit(f"{command[0]} failed with exit status {status} (see above)")
-    return time.perf_counter() - start
+    return seconds
+
+
+def train_run(
+    run_dir: Path,
+    overrides: Sequence[str],
+    seed: int,
+    threads: int | None,
+    metric_names: Sequence[str],
+    extra: Sequence[str] = (),
+    must_succeed: bool = True,
+) -> dict[str, Any]:
+    """One genlab-train run with `overrides`, then `extra`, in the run folder `run_dir` (see `run_command`); the
+    command, the run folder, the exit status, the wall time, the `metric_names` values from metrics.json (None where
+    absent) and its `sample_quality` record. Unless `must_succeed`, a failed run is returned too (its metrics None)."""
+    command = [
+        "genlab-train",
+        *overrides,
+        f"seed={seed}",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
+    status, seconds = run_command(command, threads)
+    if status != 0 and must_succeed:
+        raise SystemExit(f"genlab-train failed with exit status {status} (see above)")
+    metrics = read_json(run_dir / METRICS_FILE) if status == 0 else None
+    return {
+        "command": shlex.join(command),
+        "run_dir": str(run_dir),
+        "exit_status": status,
+        "wall_seconds": seconds,
+        **{name: (metrics or {}).get(name) for name in metric_names},
+        "sample_quality": (metrics or {}).get("sample_quality"),
+    }
 
 
 def train_experiments(
@@ -275,31 +324,18 @@ def train_experiments(
     metric_names: Sequence[str],
 ) -> dict[str, dict[str, Any]]:
     """Train each experiment with genlab-train for `epochs` epochs (run folders `runs_dir/<experiment>`, see
-    `run_genlab`); per experiment the command, the run folder, the wall time, the `metric_names` values from
-    metrics.json (None where absent) and its `sample_quality` record."""
-    results: dict[str, dict[str, Any]] = {}
-    for experiment in experiments:
-        run_dir = runs_dir / experiment
-        command = [
-            "genlab-train",
-            f"experiment={experiment}",
-            f"trainer.max_epochs={epochs}",
-            f"seed={seed}",
-            "trainer.enable_progress_bar=false",
-            "callbacks.progress_bar=null",
-            f"hydra.run.dir={run_dir}",
-            *extra,
-        ]
-        seconds = run_genlab(command, threads)
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        results[experiment] = {
-            "command": shlex.join(command),
-            "run_dir": str(run_dir),
-            "wall_seconds": seconds,
-            **{name: metrics.get(name) for name in metric_names},
-            "sample_quality": metrics.get("sample_quality"),
-        }
-    return results
+    `train_run`)."""
+    return {
+        experiment: train_run(
+            runs_dir / experiment,
+            [f"experiment={experiment}", f"trainer.max_epochs={epochs}"],
+            seed,
+            threads,
+            metric_names,
+            extra,
+        )
+        for experiment in experiments
+    }
 
 
 def parse_args(

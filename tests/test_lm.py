@@ -199,21 +199,31 @@ def test_compile_option_compiles_the_net_in_place(tmp_path, monkeypatch) -> None
     plain.configure_model()
 
 
-def test_gpu_recipe_on_a_cpu_skips_compilation_and_mixed_precision(genlab_train, compose_config, monkeypatch) -> None:
-    """experiment=gpt_shakespeare trainer=cpu: compile=cuda leaves the net uncompiled on a CPU (inductor's C++ build
-    would take minutes) and the recipe's bf16-mixed becomes 32-true there (emulated bf16 is slower than fp32), while
-    on a GPU the recipe keeps both; an explicit trainer.precision still wins."""
+GPU_RECIPE_ON_CPU = ["experiment=gpt_shakespeare", "trainer=cpu", "debug=fdr"]
+
+
+def test_gpu_recipes_compile_and_autocast_on_accelerators_only(compose_config) -> None:
+    """compile=cuda, and the recipe's bf16-mixed becomes 32-true with trainer=cpu (emulated bf16 is slower than fp32
+    there) while on a GPU the recipe keeps it; an explicit trainer.precision still wins."""
+    for recipe in ("gpt_shakespeare", "gpt_moses", "gpt_bach"):
+        cfg = compose_config(f"experiment={recipe}")
+        assert cfg.model.compile == "cuda" and cfg.trainer.precision == "bf16-mixed", recipe
+    assert compose_config(*GPU_RECIPE_ON_CPU).trainer.precision == "32-true"
+    explicit = compose_config(*GPU_RECIPE_ON_CPU, "trainer.precision=bf16-mixed")
+    assert explicit.trainer.precision == "bf16-mixed"
+
+
+def test_gpu_recipe_runs_on_a_cpu_without_compiling(genlab_train, monkeypatch) -> None:
+    """experiment=gpt_shakespeare trainer=cpu starts at once: inductor's C++ build would take minutes."""
     require_data("shakespeare/input.txt")
     monkeypatch.setattr(GPT, "compile", lambda self: pytest.fail("compiled on a CPU although compile=cuda"))
-    recipe = ["experiment=gpt_shakespeare", "trainer=cpu", "debug=fdr"]
-    cfg = compose_config(*recipe)
-    assert cfg.model.compile == "cuda" and cfg.trainer.precision == "32-true"
-    assert compose_config("experiment=gpt_shakespeare").trainer.precision == "bf16-mixed"
-    assert compose_config(*recipe, "trainer.precision=bf16-mixed").trainer.precision == "bf16-mixed"
     tiny = ["model.net.n_layer=1", "model.net.n_embd=24", "data.block_size=32", "data.batch_size=4"]
-    genlab_train(*recipe, *tiny).check()
+    genlab_train(*GPU_RECIPE_ON_CPU, *tiny).check()
     invalid = genlab_train("model=transformer", "data=python_source", "model.compile=sometimes")
-    assert invalid.returncode == 2 and "model.compile=sometimes is not allowed" in invalid.stderr, invalid.stderr
+    assert (
+        invalid.returncode == 2
+        and "model.compile='sometimes' is not allowed: expected one of 'cuda' or true or false" in invalid.stderr
+    ), invalid.stderr
 
 
 def test_generated_text_is_reproducible_and_prompts_are_checked(tmp_path) -> None:

@@ -204,7 +204,10 @@ def test_setting_up_leaves_the_training_random_stream_alone(digits, tmp_path, ca
     if cached:
         load_or_train(digits.spec, digits.splits["train"], digits.splits["test"], cache)
     trainer = SimpleNamespace(
-        datamodule=digits, is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda value, src=0: value)
+        datamodule=digits,
+        callbacks=[],
+        is_global_zero=True,
+        strategy=SimpleNamespace(broadcast=lambda value, src=0: value),
     )
     module = SimpleNamespace(spec=digits.spec, sample=lambda n, generator=None: None)
     torch.manual_seed(0)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,6 +21,12 @@ from offline import network_guard
 from omegaconf import DictConfig, open_dict
 
 from genlab.config import config_dir
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs one test per core (pyproject's addopts): one thread each, so that they do not fight over
+    # the cores; processes the tests start inherit it.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 OFFLINE = Path(__file__).resolve().parent / "offline"

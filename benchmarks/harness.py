@@ -35,7 +35,7 @@ from rich.table import Table
 
 from genlab.config import config_dir
 from genlab.run_folder import METRICS_FILE, read_json
-from genlab.training import instantiate_each
+from genlab.training import instantiate_each, metric_callbacks
 
 #: Callbacks that do no training work (progress display, checkpoints, pictures and text samples): left out of the
 #: timed run (with trainer.enable_checkpointing=false, so Lightning adds no default checkpoint either).
@@ -94,9 +94,11 @@ def genlab_setup(
         yield cfg, instantiate(cfg.data)
 
 
-def build_trainer(cfg: DictConfig, timer: pl.Callback) -> pl.Trainer:
-    """The Trainer as genlab.train builds it from `cfg`, with `timer` first among the callbacks."""
-    callbacks = [timer, *instantiate_each(cfg.get("callbacks"))]
+def build_trainer(cfg: DictConfig, timer: pl.Callback, with_metrics: bool = False) -> pl.Trainer:
+    """The Trainer as genlab.train builds it from `cfg`, with `timer` first among the callbacks; `with_metrics` adds
+    the sample-quality metrics, as a user's run has them."""
+    metrics = metric_callbacks(cfg) if with_metrics else []
+    callbacks = [timer, *instantiate_each(cfg.get("callbacks")), *metrics]
     loggers = instantiate_each(cfg.get("logger"))
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ class TrainEpochTimer(pl.Callback):
     """Wall time of each training epoch minus the validation that Lightning runs inside it, before its end;
     with `then` set, one plain epoch runs after each timed genlab epoch."""
 
-    def __init__(self, then: PlainLoop | None = None) -> None:
+    def __init__(self, then: Callable[[], None] | None = None) -> None:
         self.then = then
         self.epoch_seconds: list[float] = []
         self._start = 0.0
@@ -148,7 +149,7 @@ class TrainEpochTimer(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epoch_seconds.append(time.perf_counter() - self._start - self._validation)
         if self.then is not None:
-            self.then.epoch()
+            self.then()
 
 
 class WholeEpochTimer(pl.Callback):
@@ -156,7 +157,7 @@ class WholeEpochTimer(pl.Callback):
     logging included), minus the plain epoch run in between by `then`; the last epoch, followed by once-per-run
     work rather than by another epoch, is not counted."""
 
-    def __init__(self, then: Any = None) -> None:
+    def __init__(self, then: Callable[[], None] | None = None) -> None:
         self.then = then
         self.epoch_seconds: list[float] = []
         self._start: float | None = None
@@ -196,10 +197,10 @@ def summary(epoch_seconds: list[float], test_loss: float) -> dict[str, Any]:
     return {"epoch_seconds": epoch_seconds, **SECONDS.stats(epoch_seconds), "test_loss": test_loss}
 
 
-def run(epochs: int, seed: int, logger: str, schedule: str, whole_epoch: bool) -> dict[str, Any]:
+def run(epochs: int, seed: int, logger: str, schedule: str, whole_epoch: bool, extra: list[str]) -> dict[str, Any]:
     datamodule: ImageDataModule
     with (
-        harness.genlab_setup(overrides(epochs), seed, logger, defaults=whole_epoch) as (cfg, datamodule),
+        harness.genlab_setup([*overrides(epochs), *extra], seed, logger, defaults=whole_epoch) as (cfg, datamodule),
         tempfile.TemporaryDirectory(prefix="plain-pictures-") as pictures,
     ):
         # genlab's own code path, as in genlab.training.train.
@@ -217,7 +218,7 @@ def run(epochs: int, seed: int, logger: str, schedule: str, whole_epoch: bool) -
         plain_epoch = (lambda: plain.whole_epoch(val_images, Path(pictures))) if whole_epoch else plain.epoch
         then = plain_epoch if schedule == "interleaved" else None
         timer = WholeEpochTimer(then) if whole_epoch else TrainEpochTimer(then)
-        trainer = harness.build_trainer(cfg, timer)
+        trainer = harness.build_trainer(cfg, timer, with_metrics=whole_epoch)
         trainer.fit(model, datamodule=datamodule)
         genlab_test = float(trainer.test(model, datamodule=datamodule, verbose=False)[0]["test/elbo"])
 
@@ -234,6 +235,7 @@ def run(epochs: int, seed: int, logger: str, schedule: str, whole_epoch: bool) -
         timer,
         epochs=epochs,
         whole_epoch=whole_epoch,
+        overrides=extra,
         seed=seed,
         schedule=schedule,
         logger=logger,
@@ -264,9 +266,14 @@ def report(numbers: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    whole = {"--whole-epoch": {"action": "store_true", "help": "time whole epochs with genlab's defaults"}}
-    args = harness.parse_args(__doc__, "--epochs", 10, argv, whole)
-    harness.execute(args, lambda: run(args.epochs, args.seed, args.logger, args.schedule, args.whole_epoch), report)
+    options = {
+        "--whole-epoch": {"action": "store_true", "help": "time whole epochs with genlab's defaults"},
+        "--set": {"nargs": "*", "default": [], "help": "genlab overrides, e.g. to price one extra: metrics=none"},
+    }
+    args = harness.parse_args(__doc__, "--epochs", 10, argv, options)
+    harness.execute(
+        args, lambda: run(args.epochs, args.seed, args.logger, args.schedule, args.whole_epoch, args.set), report
+    )
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ class GenerativeModel(pl.LightningModule):
         device each time): with six per-step metrics, a small model's epoch took 1.6x as long as a plain loop. So
         the per-step training values go straight to the loggers every `trainer.log_every_n_steps` steps, on the
         step axis `self.log` uses (as Lightning's LearningRateMonitor does), and `extra` is a callable so they are
-        not even computed on the other steps. The loss still reaches the progress bar every step when one is shown.
+        not even computed on the other steps. The loss reaches the progress bar, when one is shown, on those same
+        steps (the bar keeps the last value): sending it every step cost 0.7 ms a step, 8% of a small VAE's epoch.
         """
         trainer = self.trainer
         if self.logging_this_step:
@@ -96,7 +97,7 @@ class GenerativeModel(pl.LightningModule):
             step = lightning_logging_step(trainer)
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)
-        if trainer.progress_bar_callback is not None:
+        if trainer.progress_bar_callback is not None and (lightning_logs_this_step(trainer) or trainer.fast_dev_run):
             self.log(name, loss, prog_bar=True, logger=False)
 
     def optimizer_parameters(self) -> Iterable[torch.nn.Parameter] | list[dict[str, Any]]:

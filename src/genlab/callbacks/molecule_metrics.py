@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.utilities import rank_zero_info
 
 from genlab.cache import cached
 from genlab.callbacks.media import log_image
-from genlab.errors import ConfigError
+from genlab.callbacks.sequence_metrics import GeneratedSequenceMetrics
 from genlab.settings import NonNegativeInt, PositiveFloat, PositiveInt
 
 #: unique@k is reported for these k, as MOSES does (on fewer valid molecules when fewer were generated).
@@ -41,7 +39,7 @@ def canonical_set(smiles: list[str], cache_dir: Path) -> set[str]:
     ).value
 
 
-class MoleculeMetrics(pl.Callback):
+class MoleculeMetrics(GeneratedSequenceMetrics):
     """Generates molecules and scores them as MOSES does (`genlab.metrics.chemistry`, `genlab.metrics.fcd`).
 
     `num_val_molecules` after every validation epoch and `num_molecules` at test, always from the same seed, so a
@@ -55,6 +53,8 @@ class MoleculeMetrics(pl.Callback):
 
     judged_metric: ClassVar[str] = "val/valid_fcd_score"
     judged_mode: ClassVar[Literal["min", "max"]] = "max"
+    option = "molecules"
+    data_options = "data=moses or data=smiles"
 
     def __init__(
         self,
@@ -69,28 +69,19 @@ class MoleculeMetrics(pl.Callback):
     ) -> None:
         from genlab.metrics.fcd import ChemNet
 
-        self.num_molecules = {"val": num_val_molecules, "test": num_molecules}
+        super().__init__(num_molecules, num_val_molecules, temperature, None, batch_size, seed)
         self.num_reference = num_reference
-        self.temperature = temperature
-        self.batch_size = batch_size
         self.drawn = drawn
-        self.seed = seed
         self.cache_dir = Path(cache_dir).expanduser()
         self.chemnet = ChemNet()  # here, so a missing [chem] extra stops the run before any data is read
         self.training: set[str] | None = None
         self.references: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def data_class(self) -> type:
         from genlab.data.molecules import MoleculeDataModule
 
-        if not isinstance(trainer.datamodule, MoleculeDataModule):
-            raise ConfigError(
-                "metrics=molecules scores generated molecules, but the data is not molecules; "
-                "use data=moses or data=smiles, or metrics=none"
-            )
-        if not getattr(pl_module, "whole_sequences", False):
-            raise ConfigError("metrics=molecules needs a model that generates whole sequences: use model=transformer")
+        return MoleculeDataModule
 
     def _reference(self, trainer: pl.Trainer, split: str) -> Any:
         """The FCD statistics of the split's molecules (cached in cache_dir across runs)."""
@@ -106,17 +97,6 @@ class MoleculeMetrics(pl.Callback):
             self.counts["num_training"] = len(self.training)
         return self.training
 
-    @torch.no_grad()
-    def _generate(self, pl_module: pl.LightningModule, n: int) -> list[str]:
-        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            texts = pl_module.generate_sequences(n, self.temperature, generator=generator, batch_size=self.batch_size)
-        finally:
-            pl_module.train(was_training)
-        return [pl_module.tokenizer.to_smiles(text) for text in texts]
-
     def _scores(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> dict[str, float]:
         from genlab.data.molecule_drawing import molecule_grid
         from genlab.metrics.chemistry import Generated, molecule_metrics
@@ -124,7 +104,7 @@ class MoleculeMetrics(pl.Callback):
 
         self.chemnet.device = pl_module.device
         reference, training = self._reference(trainer, split), self._training_set(trainer)
-        smiles = self._generate(pl_module, self.num_molecules[split])
+        smiles = [pl_module.tokenizer.to_smiles(text) for text in self._generate(pl_module, self.num_samples[split])]
         generated = Generated(smiles)
         values = molecule_metrics(generated, training, UNIQUE_AT, device=pl_module.device)
         statistics = self.chemnet.statistics(generated.canonical)
@@ -136,22 +116,8 @@ class MoleculeMetrics(pl.Callback):
             log_image(trainer.loggers, f"{split}/molecules", grid, trainer.global_step)
         return values
 
-    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
-        """Rank 0 generates and scores; every process logs the same numbers."""
-        values = self._scores(trainer, pl_module, split) if trainer.is_global_zero else None
-        values = trainer.strategy.broadcast(values, src=0)
-        for name, value in values.items():
-            pl_module.log(f"{split}/{name}", float(value), sync_dist=True)
-        if split == "test":
-            shown = ", ".join(f"{name} {value:.3f}" for name, value in values.items())
-            rank_zero_info(f"Molecules ({self.num_molecules[split]} generated): {shown}")
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._measure(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._measure(trainer, pl_module, "test")
+    def _test_line(self, values: dict[str, float]) -> str:
+        return f"Molecules ({self.num_samples['test']} generated): {self.shown(values)}"
 
     def summary(self) -> dict[str, Any]:
         """What metrics.json records beside the numbers: the counts behind them and the sampling temperature."""

@@ -7,16 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torchvision.utils import make_grid
 
 from genlab.callbacks.media import log_image
-from genlab.errors import ConfigError
+from genlab.callbacks.sequence_metrics import GeneratedSequenceMetrics
 from genlab.settings import NonNegativeInt, PositiveFloat, PositiveInt
 
 
-class MusicMetrics(pl.Callback):
+class MusicMetrics(GeneratedSequenceMetrics):
     """Generates pieces and compares them with the split's held-out pieces (`genlab.metrics.music`).
 
     `num_val_samples` after every validation epoch (0: none) and `num_samples` at test, always from the same seed,
@@ -34,6 +32,9 @@ class MusicMetrics(pl.Callback):
     scores perfectly), so music runs stay judged by their model's `val/loss`.
     """
 
+    option = "music"
+    data_options = "data=bach_chorales or data=music_folder"
+
     def __init__(
         self,
         dirpath: str,
@@ -45,26 +46,16 @@ class MusicMetrics(pl.Callback):
         written: NonNegativeInt = 4,
         seed: int = 0,
     ) -> None:
+        super().__init__(num_samples, num_val_samples, temperature, top_k, batch_size, seed)
         self.dirpath = Path(dirpath)
-        self.num_samples = {"val": num_val_samples, "test": num_samples}
-        self.temperature = temperature
-        self.top_k = top_k
-        self.batch_size = batch_size
         self.written = written
-        self.seed = seed
         self.references: dict[str, list[Any]] = {}
         self.counts: dict[str, Any] = {}
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def data_class(self) -> type:
         from genlab.data.music import MusicDataModule
 
-        if not isinstance(trainer.datamodule, MusicDataModule):
-            raise ConfigError(
-                "metrics=music scores generated music, but the data is not music; "
-                "use data=bach_chorales or data=music_folder, or metrics=none"
-            )
-        if not getattr(pl_module, "whole_sequences", False):
-            raise ConfigError("metrics=music needs a model that generates whole sequences: use model=transformer")
+        return MusicDataModule
 
     def _reference(self, trainer: pl.Trainer, split: str) -> list[Any]:
         """The split's held-out pieces (whole, not cut into excerpts), decoded once."""
@@ -77,18 +68,6 @@ class MusicMetrics(pl.Callback):
             self.counts[f"num_reference_{split}"] = len(pieces)
             self.counts[f"reference_{split}"] = describe(pieces)
         return self.references[split]
-
-    @torch.no_grad()
-    def _generate(self, pl_module: pl.LightningModule, n: int) -> list[str]:
-        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            return pl_module.generate_sequences(
-                n, self.temperature, top_k=self.top_k, generator=generator, batch_size=self.batch_size
-            )
-        finally:
-            pl_module.train(was_training)
 
     def _scores(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> dict[str, float]:
         from genlab.data.music import write_pieces
@@ -112,25 +91,9 @@ class MusicMetrics(pl.Callback):
                 write_pieces(shown, texts[: self.written], self.dirpath / f"step_{trainer.global_step:06d}")
         return values
 
-    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
-        """Rank 0 generates and scores; every process logs the same numbers."""
-        if not self.num_samples[split]:
-            return
-        values = self._scores(trainer, pl_module, split) if trainer.is_global_zero else None
-        values = trainer.strategy.broadcast(values, src=0)
-        for name, value in values.items():
-            pl_module.log(f"{split}/{name}", float(value), sync_dist=True)
-        if split == "test" and trainer.is_global_zero:
-            shown = ", ".join(f"{name} {value:.3f}" for name, value in values.items())
-            held_out = ", ".join(f"{name} {value:.3f}" for name, value in self.counts["reference_test"].items())
-            rank_zero_info(f"Music ({self.num_samples[split]} generated): {shown}; held-out pieces: {held_out}")
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._measure(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._measure(trainer, pl_module, "test")
+    def _test_line(self, values: dict[str, float]) -> str:
+        held_out = self.shown(self.counts["reference_test"])
+        return f"Music ({self.num_samples['test']} generated): {self.shown(values)}; held-out pieces: {held_out}"
 
     def summary(self) -> dict[str, Any]:
         """What metrics.json records beside the numbers: the counts, the held-out pieces' own statistics, and the

@@ -188,15 +188,7 @@ class SequenceDataModule(pl.LightningDataModule, ABC):
     @property
     def spec(self) -> DataSpec:
         self._load()
-        return DataSpec(
-            kind="text",
-            shape=(self.block_size,),
-            value_range=(0.0, float(self.tokenizer.vocab_size - 1)),
-            vocab_size=self.tokenizer.vocab_size,
-            name=self.name,
-            tokens_per_char=self.tokens_per_char,
-            tokenizer=self.tokenizer,
-        )
+        return DataSpec.of_text(self.name, self.tokenizer, self.block_size, self.tokens_per_char)
 
     def setup(self, stage: str | None = None) -> None:
         self._load()

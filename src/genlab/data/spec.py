@@ -29,6 +29,19 @@ class DataSpec:
     tokens_per_unit: dict[str, dict[str, float]] = field(default_factory=dict)
     tokenizer: Any = field(default=None, compare=False, repr=False)
 
+    @classmethod
+    def of_text(cls, name: str, tokenizer: Any, block_size: int, tokens_per_char: float | None) -> DataSpec:
+        """The spec of tokenized text or sequences: windows of `block_size` token ids from `tokenizer`."""
+        return cls(
+            kind="text",
+            shape=(block_size,),
+            value_range=(0.0, float(tokenizer.vocab_size - 1)),
+            vocab_size=tokenizer.vocab_size,
+            name=name,
+            tokens_per_char=tokens_per_char,
+            tokenizer=tokenizer,
+        )
+
     @property
     def num_dims(self) -> int:
         """Number of scalar dimensions in one example (the D of bits per dimension)."""

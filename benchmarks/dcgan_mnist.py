@@ -144,22 +144,6 @@ def warm_up(model: GAN, images: torch.Tensor, cfg: DictConfig, steps: int = 20) 
     PlainLoop(copy.deepcopy(model.generator), copy.deepcopy(model.discriminator), images, cfg, seed=12345).steps(steps)
 
 
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 1, 28, 28) -> float32 in [-1, 1] (G's tanh range), converted once: a plain loop holds floats."""
-    return images.float().div_(255).mul_(2).sub_(1)
-
-
-def summary(step_seconds: list[float], losses: list[torch.Tensor]) -> dict[str, Any]:
-    ms = [s * 1000 for s in step_seconds]
-    return {
-        "steps": len(ms),
-        **MILLISECONDS.stats(ms),
-        "train_seconds": sum(step_seconds),
-        "mean_loss": float(torch.stack(losses).mean()),
-        "step_ms": [round(m, 3) for m in ms],
-    }
-
-
 def speed(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict[str, Any]:
     datamodule: ImageDataModule
     with harness.genlab_setup(overrides(steps), seed, logger) as (cfg, datamodule):
@@ -169,7 +153,7 @@ def speed(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict
         # The plain loop starts from the very same weights and reads the very same images.
         datamodule.prepare_data()
         datamodule.setup("fit")
-        train_images = to_model_range(datamodule.splits["train"].images)
+        train_images = harness.to_signed_unit(datamodule.splits["train"].images)
         generator, discriminator = copy.deepcopy(model.generator), copy.deepcopy(model.discriminator)
         plain = PlainLoop(generator, discriminator, train_images, cfg, cfg.seed)
         warm_up(model, train_images, cfg)
@@ -179,7 +163,8 @@ def speed(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict
         trainer.fit(model, datamodule=datamodule)
         plain.steps(len(timer.step_seconds) - len(plain.step_seconds))
 
-    genlab, baseline = summary(timer.step_seconds, timer.losses), summary(plain.step_seconds, plain.losses)
+    genlab = harness.step_summary(MILLISECONDS, timer.step_seconds, timer.losses)
+    baseline = harness.step_summary(MILLISECONDS, plain.step_seconds, plain.losses)
     return harness.comparison(
         MILLISECONDS,
         genlab,

@@ -111,22 +111,6 @@ def warm_up(model: Diffusion, images: torch.Tensor, cfg: DictConfig, steps: int 
     PlainLoop(copy.deepcopy(model.net), images, cfg, seed=12345).steps(steps)
 
 
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 1, 28, 28) -> float32 in [-1, 1], converted once: a plain loop holds floats."""
-    return images.float().div_(255).mul_(2).sub_(1)
-
-
-def summary(step_seconds: list[float], losses: list[torch.Tensor]) -> dict[str, Any]:
-    ms = [s * 1000 for s in step_seconds]
-    return {
-        "steps": len(ms),
-        **MILLISECONDS.stats(ms),
-        "train_seconds": sum(step_seconds),
-        "mean_loss": float(torch.stack(losses).mean()),
-        "step_ms": [round(m, 3) for m in ms],
-    }
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     datamodule: ImageDataModule
     with harness.genlab_setup(overrides(args.steps), args.seed, args.logger) as (cfg, datamodule):
@@ -136,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # The plain loop starts from the very same weights and reads the very same images.
         datamodule.prepare_data()
         datamodule.setup("fit")
-        train_images = to_model_range(datamodule.splits["train"].images)
+        train_images = harness.to_signed_unit(datamodule.splits["train"].images)
         plain = PlainLoop(copy.deepcopy(model.net), train_images, cfg, cfg.seed)
         warm_up(model, train_images, cfg)
 
@@ -146,7 +130,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         trainer.fit(model, datamodule=datamodule)
         plain.steps(len(timer.step_seconds) - len(plain.step_seconds))
 
-    genlab, baseline = summary(timer.step_seconds, timer.losses), summary(plain.step_seconds, plain.losses)
+    genlab = harness.step_summary(MILLISECONDS, timer.step_seconds, timer.losses)
+    baseline = harness.step_summary(MILLISECONDS, plain.step_seconds, plain.losses)
     return harness.comparison(
         MILLISECONDS,
         genlab,

@@ -141,6 +141,24 @@ class LossRecordingTimer(TrainStepTimer):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
+def to_signed_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [-1, 1] (a tanh generator's or a diffusion model's range), converted once: a plain
+    loop holds floats."""
+    return images.float().div_(255).mul_(2).sub_(1)
+
+
+def step_summary(unit: Unit, step_seconds: list[float], losses: list[torch.Tensor]) -> dict[str, Any]:
+    """One contender's numbers in the step-timed benchmarks whose result is the mean training loss."""
+    ms = [s * 1000 for s in step_seconds]
+    return {
+        "steps": len(ms),
+        **unit.stats(ms),
+        "train_seconds": sum(step_seconds),
+        "mean_loss": float(torch.stack(losses).mean()),
+        "step_ms": [round(m, 3) for m in ms],
+    }
+
+
 def callback_names(trainer: pl.Trainer, timer: pl.Callback) -> list[str]:
     """Class names of the trainer's callbacks other than `timer`."""
     return [type(callback).__name__ for callback in trainer.callbacks if callback is not timer]

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -104,14 +103,9 @@ class PlainLoop:
         self.d_optimizer = adam(discriminator.parameters(), cfg.model.discriminator_optimizer)
         self.ema = ema_copy(generator, float(cfg.model.ema_decay))
         self.random = torch.Generator().manual_seed(seed)
-        self.batches = self._batches()
+        self.batches = harness.shuffled_batches(len(images), self.batch_size, self.random)
         self.step_seconds: list[float] = []
         self.losses: list[torch.Tensor] = []
-
-    def _batches(self) -> Iterator[torch.Tensor]:
-        """Indices of the batches of epoch after epoch, each epoch a new permutation (the last batch smaller)."""
-        while True:
-            yield from torch.randperm(len(self.images), generator=self.random).split(self.batch_size)
 
     def steps(self, n: int) -> None:
         with torch.enable_grad():

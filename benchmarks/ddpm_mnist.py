@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import harness
@@ -75,14 +74,9 @@ class PlainLoop:
         self.clip = cfg.trainer.gradient_clip_val
         self.ema = ema_copy(net, float(cfg.model.ema_decay))
         self.random = torch.Generator().manual_seed(seed)
-        self.batches = self._batches()
+        self.batches = harness.shuffled_batches(len(images), self.batch_size, self.random)
         self.step_seconds: list[float] = []
         self.losses: list[torch.Tensor] = []
-
-    def _batches(self) -> Iterator[torch.Tensor]:
-        """Indices of the batches of epoch after epoch, each epoch a new permutation (the last batch smaller)."""
-        while True:
-            yield from torch.randperm(len(self.images), generator=self.random).split(self.batch_size)
 
     def steps(self, n: int) -> None:
         timesteps = self.schedule.timesteps

@@ -141,6 +141,13 @@ class LossRecordingTimer(TrainStepTimer):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
+def shuffled_batches(size: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Indices of the batches of epoch after epoch over `size` examples, each epoch a new permutation drawn from
+    `generator` (the last batch smaller): a plain loop's endless shuffled loader."""
+    while True:
+        yield from torch.randperm(size, generator=generator).split(batch_size)
+
+
 def to_signed_unit(images: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float32 in [-1, 1] (a tanh generator's or a diffusion model's range), converted once: a plain
     loop holds floats."""

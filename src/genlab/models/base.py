@@ -73,10 +73,14 @@ class GenerativeModel(pl.LightningModule):
         self.scheduler_interval = scheduler_interval
 
     @property
+    def on_logging_step(self) -> bool:
+        """Whether Lightning writes this training step's values (every `trainer.log_every_n_steps` steps)."""
+        return lightning_logs_this_step(self.trainer) or bool(self.trainer.fast_dev_run)
+
+    @property
     def logging_this_step(self) -> bool:
-        """Whether this training step's values reach the loggers (every `trainer.log_every_n_steps` steps)."""
-        trainer = self.trainer
-        return bool(trainer.loggers) and (lightning_logs_this_step(trainer) or bool(trainer.fast_dev_run))
+        """Whether this training step's values reach the loggers: a logging step, and loggers to reach."""
+        return bool(self.trainer.loggers) and self.on_logging_step
 
     def log_training_step(
         self, loss: torch.Tensor, extra: Callable[[], dict[str, Any]], name: str = "train/loss"
@@ -98,7 +102,7 @@ class GenerativeModel(pl.LightningModule):
             step = lightning_logging_step(trainer)
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)
-        if trainer.progress_bar_callback is not None and (lightning_logs_this_step(trainer) or trainer.fast_dev_run):
+        if trainer.progress_bar_callback is not None and self.on_logging_step:
             self.log(name, loss, prog_bar=True, logger=False)
 
     def optimizer_parameters(self) -> Iterable[torch.nn.Parameter] | list[dict[str, Any]]:

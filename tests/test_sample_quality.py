@@ -18,6 +18,7 @@ from genlab.data.digits import DigitsDataModule
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.metrics.feature_classifier import FEATURE_DIM, load_or_train
+from genlab.models.contracts import ImageGenerator
 
 QUIET = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false", "logger=csv"]
 
@@ -92,7 +93,7 @@ def test_frechet_distance_and_kid(digits, features) -> None:
     assert abs(kid_same) < 0.05 * kid_noise, (kid_same, kid_noise)
 
 
-class ReplayModel(pl.LightningModule):
+class ReplayModel(pl.LightningModule, ImageGenerator):
     """A stand-in generator whose samples are given images: the callback should rate real digits far above noise."""
 
     def __init__(self, spec: DataSpec, pool: torch.Tensor) -> None:

@@ -18,13 +18,14 @@ from torch import nn
 
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
+from genlab.models.contracts import LatentImageGenerator
 from genlab.runs import Run
 from genlab.serving.app import create_app
 from genlab.serving.settings import ServeSettings
 from genlab.serving.text import visible_text
 
 
-class ConditionalStandIn(nn.Module):
+class ConditionalStandIn(nn.Module, LatentImageGenerator):
     """An image model as a conditional (issue 13) or diffusion (issue 12) model will look to the server: `sample`
     takes labels and steps; `generate` takes labels only, so requests with steps are drawn one by one. Label 9 makes
     `generate` fail (a bug), steps=13 makes `sample` fail, steps=14 is refused as a bad setting."""
@@ -130,6 +131,20 @@ def test_a_model_failure_is_a_500_for_that_request_only_and_the_next_one_is_serv
     assert shared, "the three requests never shared a pass"
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/info").json()["answers"]["5xx"] == 2
+
+
+def test_a_model_that_declares_neither_serving_contract_is_refused_in_one_line(tmp_path: Path) -> None:
+    """What the server can serve is what a model declares (genlab.models.contracts), not what its methods are
+    called: a stand-in with a `sample` method but no ImageGenerator declared is refused."""
+
+    class Undeclared(nn.Module):
+        spec = DataSpec("image", (1, 2, 2), name="stand-in")
+
+        def sample(self, n: int, generator=None) -> torch.Tensor:
+            return torch.zeros(n, 1, 2, 2)
+
+    with pytest.raises(ConfigError, match=r"^genlab-serve serves image generators .*Undeclared declares no contract"):
+        create_app(stand_in_run(tmp_path, Undeclared()), ServeSettings())
 
 
 @pytest.mark.parametrize(

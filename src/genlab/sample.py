@@ -45,17 +45,24 @@ SETTINGS = {
     "top_p": Annotated[float, Gt(0), Le(1)] | None,
 }
 
-#: Settings of a model's sampler (a diffusion model's steps, sampler and guidance scale), passed to the model's
-#: `sample` and `image_grids` when given; a model whose methods do not take one refuses it.
-SAMPLER_OPTIONS = ("steps", "sampler", "guidance")
+
+def takes(method: Callable[..., Any], name: str) -> bool:
+    """Whether `method` takes the keyword `name` (a `**options` catch-all, as the contract's default pictures
+    have, takes any)."""
+    parameters = inspect.signature(method).parameters
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def sampler_options(cfg: DictConfig, model: Any, methods: list[Callable[..., Any]]) -> dict[str, Any]:
-    """The sampler settings given (not null), checked against the signatures of the model's `methods`."""
+    """The sampler settings given (not null; a diffusion model's steps, sampler and guidance scale, passed to the
+    model's `sample` and `image_grids`), checked against the signatures of the model's `methods`: a model whose
+    methods do not take one refuses it."""
+    from genlab.models.contracts import SAMPLER_OPTIONS
+
     given = {name: cfg[name] for name in SAMPLER_OPTIONS if cfg.get(name) is not None}
     for name, value in given.items():
         check(
-            all(name in inspect.signature(method).parameters for method in methods),
+            all(takes(method, name) for method in methods),
             f"{name}={value} does not apply to {type(model).__name__}, whose sampling takes no {name}; leave it out",
         )
     return given
@@ -84,7 +91,7 @@ def class_request(model: Any, cfg: DictConfig) -> tuple[torch.Tensor | None, int
     gives None, and a conditional model spreads its samples over the classes itself."""
     import torch
 
-    from genlab.models.conditioning import conditioning_of
+    from genlab.models.contracts import conditioning_of
 
     label, labels = cfg.label, cfg.labels
     check(label is None or labels is None, "give label=K (one class) or labels=all (a row per class), not both")
@@ -106,14 +113,12 @@ def write_images(run: Run, cfg: DictConfig, out: Path, options: dict[str, Any]) 
     import torch
 
     from genlab.callbacks.media import save_grid
-    from genlab.models.conditioning import image_grids_of
+    from genlab.models.contracts import image_grids_of
 
     model = run.model
     labels, n, nrow = class_request(model, cfg)
-    grids = {}
-    if hasattr(model, "image_grids"):
-        batch = real_batch(run) if getattr(model, "grids_use_real_images", False) else None
-        grids.update(image_grids_of(model, batch, torch.Generator().manual_seed(cfg.seed), **options))
+    batch = real_batch(run) if model.grids_use_real_images else None
+    grids = dict(image_grids_of(model, batch, torch.Generator().manual_seed(cfg.seed), **options))
     generator = torch.Generator().manual_seed(cfg.seed)
     if labels is not None:
         options = {**options, "labels": labels}
@@ -171,23 +176,27 @@ def write_sequences(run: Run, cfg: DictConfig, n: int, out: Path) -> list[Path]:
 
 
 def sample(cfg: DictConfig, overrides: list[str]) -> list[Path]:
+    from genlab.models.contracts import ImageGenerator, SequenceGenerator
     from genlab.runs import load_run
 
     run = load_run(cfg.run, cfg.ckpt, device=cfg.device, overrides=overrides)
     model = run.model
-    text = hasattr(model, "generate_text")
-    check(not text or (cfg.label is None and cfg.labels is None), "label= and labels= are for image models")
-    names = ("generate_text",) if text else ("sample", "image_grids")
-    options = sampler_options(cfg, model, [getattr(model, name) for name in names if hasattr(model, name)])
-    out = output_folder(cfg, run.dir)
-    if getattr(model, "whole_sequences", False):
-        written = write_sequences(run, cfg, cfg.n or 100, out)
-    elif text:
-        written = write_texts(run, cfg, cfg.n or 1, out)
-    elif hasattr(model, "sample"):
-        written = write_images(run, cfg, out, options)
+    if isinstance(model, SequenceGenerator):
+        check(cfg.label is None and cfg.labels is None, "label= and labels= are for image models")
+        sampler_options(cfg, model, [model.generate_text])
+        out = output_folder(cfg, run.dir)
+        if model.whole_sequences:
+            written = write_sequences(run, cfg, cfg.n or 100, out)
+        else:
+            written = write_texts(run, cfg, cfg.n or 1, out)
+    elif isinstance(model, ImageGenerator):
+        options = sampler_options(cfg, model, [model.sample, model.image_grids])
+        written = write_images(run, cfg, output_folder(cfg, run.dir), options)
     else:
-        raise ConfigError(f"{type(run.model).__name__} has neither sample() nor generate_text(); nothing to draw")
+        raise ConfigError(
+            f"{type(model).__name__} is neither an ImageGenerator nor a SequenceGenerator "
+            f"(genlab.models.contracts); nothing to draw"
+        )
     console = Console(soft_wrap=True)
     for path in written:
         console.print(f"wrote {path}")

@@ -19,7 +19,8 @@ from genlab.callbacks.media import log_histogram
 from genlab.errors import ConfigError
 from genlab.metrics.feature_classifier import FeatureClassifier, load_or_train, require_labels
 from genlab.metrics.inception import InceptionFeatures
-from genlab.models.conditioning import balanced_labels, conditioning_of
+from genlab.models.conditioning import balanced_labels
+from genlab.models.contracts import ImageGenerator, conditioning_of
 from genlab.settings import PositiveInt
 
 AtLeastTwo = Annotated[int, Ge(2)]
@@ -106,9 +107,9 @@ class SampleQuality(pl.Callback):
     # -- set-up -----------------------------------------------------------------------------------------------------
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        spec = getattr(pl_module, "spec", None)
-        if self.active or spec is None or spec.kind != "image" or not callable(getattr(pl_module, "sample", None)):
+        if self.active or not isinstance(pl_module, ImageGenerator):
             return
+        spec = pl_module.spec
         self.val_every_n_epochs = validation_cadence(self.every_n_epochs, trainer.callbacks)
         if self.features == "classifier":
             require_labels(spec)

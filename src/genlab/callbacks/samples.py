@@ -9,15 +9,15 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.callbacks.media import log_image, log_text, save_grid
-from genlab.models.conditioning import image_grids_of
+from genlab.models.contracts import ImageGenerator, SequenceGenerator, image_grids_of
 from genlab.settings import PositiveInt
 
 
 class SampleWriter(pl.Callback):
     """Every `every_n_epochs` validation epochs and once when training ends.
 
-    Image models implement `image_grids(images, generator)` (drawn from the first validation batch; conditional
-    models also get its labels, see `genlab.models.conditioning.image_grids_of`), text models
+    An `ImageGenerator`'s `image_grids(images, generator)` are drawn from the first validation batch (conditional
+    models also get its labels, see `genlab.models.contracts.image_grids_of`), a `SequenceGenerator`'s
     `text_samples(seed)`. The randomness is reseeded with `seed` each time, so samples over training show the same
     noise and prompts. Files: `samples/epoch_XXX_<name>.png|txt` over training, `samples/<name>.png|txt` at the end.
     """
@@ -47,9 +47,9 @@ class SampleWriter(pl.Callback):
         pl_module.eval()
         try:
             self.dirpath.mkdir(parents=True, exist_ok=True)
-            if hasattr(pl_module, "image_grids") and self.batch is not None:
+            if isinstance(pl_module, ImageGenerator) and self.batch is not None:
                 self._write_images(trainer, pl_module, prefix)
-            if hasattr(pl_module, "text_samples"):
+            if isinstance(pl_module, SequenceGenerator):
                 self._write_texts(trainer, pl_module, prefix)
         finally:
             pl_module.train(was_training)

@@ -10,6 +10,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 
 from genlab.errors import ConfigError
+from genlab.models.contracts import SequenceGenerator
 
 
 class GeneratedSequenceMetrics(pl.Callback):
@@ -41,7 +42,7 @@ class GeneratedSequenceMetrics(pl.Callback):
                 f"metrics={self.option} scores generated {self.option}, but the data is not {self.option}; "
                 f"use {self.data_options}, or metrics=none"
             )
-        if not getattr(pl_module, "whole_sequences", False):
+        if not (isinstance(pl_module, SequenceGenerator) and pl_module.whole_sequences):
             raise ConfigError(
                 f"metrics={self.option} needs a model that generates whole sequences: use model=transformer"
             )

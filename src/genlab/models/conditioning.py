@@ -98,20 +98,3 @@ class ClassConditioning:
 
 
 UNCONDITIONAL = ClassConditioning()
-
-
-def conditioning_of(model: Any) -> ClassConditioning:
-    """A model's class conditioning; models without one (e.g. the language model) are unconditional."""
-    return getattr(model, "conditioning", UNCONDITIONAL)
-
-
-def image_grids_of(
-    model: Any, batch: tuple[torch.Tensor, torch.Tensor] | None, generator: torch.Generator, **options: Any
-) -> dict[str, Any]:
-    """The model's pictures of a data batch (images, labels), or of none (sampling without the data): a conditional
-    model gets the batch's labels too (a conditional VAE reconstructs with them); an unconditional one is called as
-    before, with the images only. `options` are the model's sampler settings (a diffusion model's steps)."""
-    images, labels = batch if batch is not None else (None, None)
-    if conditioning_of(model).enabled:
-        return model.image_grids(images, generator, labels=labels, **options)
-    return model.image_grids(images, generator, **options)

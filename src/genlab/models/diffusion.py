@@ -17,6 +17,7 @@ from genlab.errors import ConfigError
 from genlab.metrics.likelihood import bits_per_dim
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
 from genlab.models.conditioning import ClassConditioning, Labels
+from genlab.models.contracts import ConditionalModel, ImageGenerator
 from genlab.models.diffusion_bound import negative_elbo
 from genlab.models.diffusion_paths import LinearPath, NoiseSchedule, Objective, ScheduleKind, estimates, noisy, target
 from genlab.models.diffusion_samplers import Sampler, SamplerName, make_sampler
@@ -29,7 +30,7 @@ from genlab.upstream import attached_trainer
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-class Diffusion(GenerativeModel):
+class Diffusion(GenerativeModel, ImageGenerator, ConditionalModel):
     """A denoiser `net(x_t, t)` trained with one of three objectives; judged by `val/fid` (lower is better).
 
     - `objective=eps`: DDPM's noise prediction (L_simple); `v`: v-prediction; both on a discrete-time noise

@@ -14,6 +14,7 @@ from torch import nn
 from genlab.data.spec import DataSpec
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
 from genlab.models.conditioning import ClassConditioning, Labels
+from genlab.models.contracts import ConditionalModel, LatentImageGenerator
 from genlab.models.ema import ema_copy
 from genlab.models.gan_losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 from genlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, UnitFraction
@@ -39,7 +40,7 @@ def slerp(start: torch.Tensor, end: torch.Tensor, t: torch.Tensor) -> torch.Tens
     return weight_start * start.unsqueeze(1) + weight_end * end.unsqueeze(1)
 
 
-class GAN(GenerativeModel):
+class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel):
     """Generator G and discriminator D from `net`, trained adversarially; judged by `val/fid` (lower is better).
 
     Every training batch makes one D step; every `n_critic`-th batch also makes one G step (the WGAN recipe), so

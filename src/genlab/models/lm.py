@@ -14,11 +14,12 @@ from genlab.data.sequences import IGNORE
 from genlab.data.spec import DataSpec
 from genlab.data.tokenizers import SymbolTokenizer, Tokenizer, tokenizer_from_state
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
+from genlab.models.contracts import IncrementalDecoder, SequenceGenerator
 from genlab.nets.transformer import DecodingBatch, DecodingSequence, Sampling
 from genlab.settings import NonNegativeFloat, PositiveInt
 
 
-class TransformerLM(GenerativeModel):
+class TransformerLM(GenerativeModel, SequenceGenerator, IncrementalDecoder):
     """GPT-style language model over the data's tokens.
 
     Logged: `train/loss`, and per evaluation split `loss` (nats per token, the token-weighted mean over the split),

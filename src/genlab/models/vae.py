@@ -22,13 +22,14 @@ from genlab.metrics.likelihood import (
 )
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
 from genlab.models.conditioning import ClassConditioning, Labels
+from genlab.models.contracts import ConditionalModel, LatentImageGenerator
 from genlab.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 #: Decoded images per chunk when drawing many importance samples, to bound memory.
 IWAE_IMAGES_PER_CHUNK = 8192
 
 
-class VAE(GenerativeModel):
+class VAE(GenerativeModel, LatentImageGenerator, ConditionalModel):
     """Gaussian-posterior VAE over images.
 
     Logged, per split: `elbo` (negative ELBO, nats per image, beta = 1 whatever the training beta), `recon`,

@@ -20,7 +20,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.concurrency import run_in_threadpool
 
 import genlab
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, check
+from genlab.models.contracts import ImageGenerator, IncrementalDecoder, contracts_of
 from genlab.runs import Run
 from genlab.serving.batching import ModelThread, Reply
 from genlab.serving.http import (
@@ -57,7 +58,12 @@ def create_app(run: Run, settings: ServeSettings) -> FastAPI:
     model = run.model
     name = settings.model_name or run.dir.name
     batching = (settings.max_batch_size, settings.batch_timeout, settings.batch_invariant)
-    is_text = hasattr(model, "start_sequences")
+    is_text = isinstance(model, IncrementalDecoder)
+    check(
+        is_text or isinstance(model, ImageGenerator),
+        f"genlab-serve serves image generators and token-by-token decoders; {type(model).__name__} declares "
+        f"{', '.join(contracts_of(model)) or 'no contract'} (genlab.models.contracts)",
+    )
     engine: ModelThread = TextEngine(model, *batching) if is_text else ImageEngine(model, *batching)
 
     @asynccontextmanager

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from genlab.errors import GenlabError
+from genlab.models.contracts import ConditionalModel, ImageGenerator, LatentImageGenerator, conditioning_of
 from genlab.serving.batching import ModelThread, Reply, log
 
 #: Request fields that exist only where the model's `sample` takes them, and the parameter each one is passed as.
@@ -35,23 +36,17 @@ class ImageModel:
     """An image model as the server uses it: `sample(n, generator, **options)`, or, when the model splits it into
     `noise(n, generator)` and `generate(z, **options)` (VAE, GAN), noise drawn per request and passes shared."""
 
-    def __init__(self, model: Any) -> None:
-        from genlab.models.conditioning import conditioning_of
-
+    def __init__(self, model: ImageGenerator) -> None:
         self.model = model
         taken = parameters(model.sample)
         # A label for a model whose `sample` takes one, unless it says it was trained unconditionally (genlab's
         # VAE and GAN take `labels` either way; their conditioning says whether they follow them).
-        conditional = not hasattr(model, "conditioning") or conditioning_of(model).enabled
+        conditional = not isinstance(model, ConditionalModel) or model.conditioning.enabled
         self.label_parameter = next((name for name in ("labels", "label") if name in taken and conditional), None)
         self.options = [name for name in OPTIONS if (name == "label" and self.label_parameter) or name in taken]
         self.options = [name for name in self.options if name != "labels"]
-        self.generate_options = (
-            parameters(model.generate) if hasattr(model, "noise") and hasattr(model, "generate") else None
-        )
-        self.num_classes: int | None = conditioning_of(model).num_classes or getattr(
-            getattr(model, "spec", None), "num_classes", None
-        )
+        self.generate_options = parameters(model.generate) if isinstance(model, LatentImageGenerator) else None
+        self.num_classes: int | None = conditioning_of(model).num_classes or model.spec.num_classes
 
     def shares_passes(self, options: dict[str, Any]) -> bool:
         """Whether requests with these options can share passes: `generate` takes them all, and labels one per
@@ -93,7 +88,7 @@ class ImageEngine(ModelThread[ImageJob]):
     """Gathers requests (up to `max_batch_size` images within `batch_timeout`) and draws them in passes of
     `max_batch_size` rows: padded to that size when `batch_invariant`, so outputs never depend on the batch."""
 
-    def __init__(self, model: Any, max_batch_size: int, batch_timeout: float, batch_invariant: bool) -> None:
+    def __init__(self, model: ImageGenerator, max_batch_size: int, batch_timeout: float, batch_invariant: bool) -> None:
         super().__init__("genlab-serve images", max_batch_size, batch_timeout)
         self.image_model = ImageModel(model)
         self.pad = batch_invariant

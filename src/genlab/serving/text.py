@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from genlab.errors import GenlabError
+from genlab.models.contracts import IncrementalDecoder
 from genlab.serving.batching import ModelThread, Reply, log
 
 #: Characters that stand for an incomplete UTF-8 sequence when byte-level tokens are decoded one at a time.
@@ -84,7 +85,9 @@ class TextEngine(ModelThread[CompletionJob]):
     """Continuous batching: between two decoding steps, queued requests join (while their rows fit in
     `max_batch_size`, or when nothing else runs) and finished or abandoned ones leave."""
 
-    def __init__(self, model: Any, max_batch_size: int, batch_timeout: float, batch_invariant: bool) -> None:
+    def __init__(
+        self, model: IncrementalDecoder, max_batch_size: int, batch_timeout: float, batch_invariant: bool
+    ) -> None:
         super().__init__("genlab-serve text", max_batch_size, batch_timeout)
         self.model = model
         self.pad = batch_invariant

@@ -52,7 +52,7 @@ from genlab.data.image_datamodule import ImageDataModule
 from genlab.models.ema import ema_copy
 from genlab.models.gan import GAN
 from genlab.models.gan_losses import discriminator_loss, generator_loss
-from genlab.runs import build_model
+from genlab.run.loading import build_model
 
 RATIO_TARGET = 1.15
 

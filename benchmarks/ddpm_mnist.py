@@ -40,7 +40,7 @@ from genlab.data.image_datamodule import ImageDataModule
 from genlab.models.diffusion import Diffusion
 from genlab.models.diffusion_paths import NoiseSchedule, noisy
 from genlab.models.ema import ema_copy
-from genlab.runs import build_model
+from genlab.run.loading import build_model
 
 RATIO_TARGET = 1.10
 

@@ -39,7 +39,7 @@ from genlab.data.text import ShakespeareDataModule
 from genlab.models.lm import TransformerLM
 from genlab.models.schedules import warmup_cosine
 from genlab.nets.transformer import GPT
-from genlab.runs import build_model
+from genlab.run.loading import build_model
 
 RATIO_TARGET = 1.10
 VAL_LOSS_TARGET = 1.89

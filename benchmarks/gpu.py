@@ -81,7 +81,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
-from genlab.run_folder import CONFIG_FILE, MANIFEST_FILE, read_json
+from genlab.run.layout import CONFIG_FILE, MANIFEST_FILE
+from genlab.run.records import read_json
 
 #: Lightning's ThroughputMonitor counts each training batch's samples and the seconds spent training (validation
 #: excluded); `logger=csv` writes them to csv/metrics.csv in the run folder (conf/logger/csv.yaml).

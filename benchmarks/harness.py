@@ -34,7 +34,8 @@ from rich.console import Console
 from rich.table import Table
 
 from genlab.config import config_dir
-from genlab.run_folder import METRICS_FILE, read_json
+from genlab.run.layout import METRICS_FILE
+from genlab.run.records import read_json
 from genlab.training import instantiate_each, metric_callbacks
 
 #: Callbacks that do no training work (progress display, checkpoints, pictures and text samples): left out of the

@@ -44,7 +44,7 @@ def test_every_group_option_composes_and_resolves(compose_config, override: str)
     resolved = OmegaConf.to_container(job, resolve=True, throw_on_missing=True)
     assert resolved["model"]["_target_"].startswith("genlab.models.")
     assert resolved["callbacks"] is None or isinstance(resolved["callbacks"], dict)
-    from genlab.training import check_config
+    from genlab.checks import check_config
 
     check_config(job)  # every option's values fit the signatures of what they build
 
@@ -52,7 +52,7 @@ def test_every_group_option_composes_and_resolves(compose_config, override: str)
 @pytest.mark.parametrize("debug", options("debug"))
 @pytest.mark.parametrize("model", options("model"))
 def test_every_debug_config_fits_every_model(compose_config, debug: str, model: str) -> None:
-    from genlab.training import check_config
+    from genlab.checks import check_config
 
     check_config(compose_config(f"model={model}", f"debug={debug}"))
 

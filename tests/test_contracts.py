@@ -25,7 +25,7 @@ from genlab.models.contracts import (
     SequenceGenerator,
     contracts_of,
 )
-from genlab.runs import build_model
+from genlab.run.loading import build_model
 
 MODELS = sorted(path.stem for path in (Path(config_dir()) / "model").glob("*.yaml"))
 

@@ -53,7 +53,7 @@ def test_bugs_are_not_hidden(capsys) -> None:
 
 
 def test_manifest_records_how_a_run_ended(tmp_path) -> None:
-    from genlab.manifest import Manifest
+    from genlab.run.manifest import Manifest
 
     outcomes = {"ok": None, "interrupted": KeyboardInterrupt(), "failed": DataError("mnist is not in /x")}
     for name, exc in outcomes.items():

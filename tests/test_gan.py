@@ -97,7 +97,7 @@ def test_dcgan_refuses_shapes_it_cannot_take(shape) -> None:
     ],
 )
 def test_bad_settings_are_refused_before_anything_is_built(compose_config, overrides: list, message: str) -> None:
-    from genlab.training import check_config
+    from genlab.checks import check_config
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_config(compose_config("model=gan", *overrides))

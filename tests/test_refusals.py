@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 import genlab
 from genlab.errors import ConfigError
-from genlab.run_lock import run_lock
+from genlab.run.lock import run_lock
 
 # Two epochs of two batches, quietly: what every run of these tests shares.
 TINY = [

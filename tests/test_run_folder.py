@@ -18,8 +18,8 @@ from inprocess import Result, call_entrypoint, console_script
 from omegaconf import OmegaConf
 
 import genlab
-from genlab.checkpoints import RunCheckpointIO
 from genlab.errors import ConfigError
+from genlab.run.checkpoint_io import RunCheckpointIO
 from genlab.sample import main as sample_main
 
 GENLAB_TRAIN, GENLAB_EVAL, GENLAB_SAMPLE = "genlab-train", "genlab-eval", "genlab-sample"

@@ -19,7 +19,7 @@ from torch import nn
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.models.contracts import LatentImageGenerator
-from genlab.runs import Run
+from genlab.run.loading import LoadedRun
 from genlab.serving.app import create_app
 from genlab.serving.settings import ServeSettings
 from genlab.serving.text import visible_text
@@ -62,10 +62,10 @@ class ConditionalStandIn(nn.Module, LatentImageGenerator):
         return self.generate(self.noise(n, generator), labels)
 
 
-def stand_in_run(tmp_path: Path, model: nn.Module) -> Run:
+def stand_in_run(tmp_path: Path, model: nn.Module) -> LoadedRun:
     config = OmegaConf.create({"model": {"_target_": "stand.In"}, "data": {"path": str(tmp_path)}, "seed": 0})
     manifest = {"status": "completed", "cwd": str(tmp_path), "command": f"genlab-train data.path={tmp_path}/x.txt"}
-    return Run(tmp_path / "stand-in", config, {"val/fid": 1.5}, manifest, tmp_path / "best.ckpt", model)
+    return LoadedRun(tmp_path / "stand-in", config, {"val/fid": 1.5}, manifest, tmp_path / "best.ckpt", model)
 
 
 @pytest.fixture

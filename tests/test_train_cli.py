@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genlab.run_folder import METRICS_FILE
+from genlab.run.layout import METRICS_FILE
 
 # A few batches, two epochs: every artefact of a real run is written, quickly.
 QUICK = ["debug=limit"]

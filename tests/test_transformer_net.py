@@ -220,7 +220,7 @@ def test_indivisible_heads_raise_a_clear_config_error() -> None:
 )
 def test_bad_sizes_are_refused_before_the_net_is_built(compose_config, override: str, message: str) -> None:
     """The net's sizes come from the config (model.net.*) and the data (vocabulary, block size)."""
-    from genlab.training import check_config
+    from genlab.checks import check_config
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_config(compose_config("model=transformer", "data=python_source", override))

@@ -122,7 +122,7 @@ def test_gaussian_scale_is_learned_or_fixed() -> None:
     ],
 )
 def test_bad_settings_are_refused_before_anything_is_built(compose_config, overrides: list, message: str) -> None:
-    from genlab.training import check_config
+    from genlab.checks import check_config
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_config(compose_config(*overrides))

@@ -21,8 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from genlab.errors import DataError, check, exit_on_user_error
-from genlab.eval import EVALS_DIR
-from genlab.run_folder import CONFIG_FILE, MANIFEST_FILE, METRICS_FILE, read_config, read_json
+from genlab.run.config import read_config
+from genlab.run.layout import CONFIG_FILE, EVALS_DIR, MANIFEST_FILE, METRICS_FILE
+from genlab.run.records import read_json
 from genlab.sweeps import parse_overrides
 
 # Not what a configuration is: the seed is what runs of one configuration differ by; folders differ in every run.

@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from genlab.run_folder import LAYOUT
+from genlab.run.layout import LAYOUT
 
 
 def config_dir() -> Path:
@@ -136,7 +136,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("sweep_name", _sweep_name, replace=True)
     OmegaConf.register_new_resolver("ddp_strategy", _ddp_strategy, replace=True)
     OmegaConf.register_new_resolver("gpu_precision", _gpu_precision, replace=True)
-    # `${run_folder:checkpoints}`, `${run_folder:last}`: the run folder's layout, defined once in genlab.run_folder.
+    # `${run_folder:checkpoints}`, `${run_folder:last}`: the run folder's layout, defined once in genlab.run.layout.
     OmegaConf.register_new_resolver("run_folder", lambda name: LAYOUT[name], replace=True)
 
 

@@ -14,10 +14,9 @@ from genlab.commands import run_command
 from genlab.config import judged_by
 from genlab.console import print_metrics
 from genlab.files import writable_folder, write_bytes_atomically
-from genlab.run_folder import write_metrics
+from genlab.run.layout import EVAL_FILE, EVALS_DIR
+from genlab.run.records import write_metrics
 
-EVAL_FILE = "eval.json"
-EVALS_DIR = "evals"
 #: The types of genlab-eval's own settings (conf/eval.yaml).
 SETTINGS = {"run": str | None, "ckpt": str}
 
@@ -30,8 +29,9 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from genlab.runs import load_run
-    from genlab.training import evaluated_splits, metric_callbacks, summaries_of
+    from genlab.checks import evaluated_splits
+    from genlab.run.loading import load_run
+    from genlab.training import metric_callbacks, summaries_of
 
     run = load_run(cfg.run, cfg.ckpt, overrides=overrides)
     evaluated_at = datetime.now(timezone.utc)

@@ -21,7 +21,7 @@ from genlab.settings import GuidanceScale, NonNegativeFloat, PositiveInt
 if TYPE_CHECKING:
     import torch
 
-    from genlab.runs import Run
+    from genlab.run.loading import LoadedRun
 
 
 #: The types of genlab-sample's own settings (conf/sample.yaml).
@@ -68,7 +68,7 @@ def sampler_options(cfg: DictConfig, model: Any, methods: list[Callable[..., Any
     return given
 
 
-def real_batch(run: Run) -> Any:
+def real_batch(run: LoadedRun) -> Any:
     """A test batch (images, labels) of the run's data for the pictures that need real images (the VAE's
     reconstructions), or None with one line when the data is not here: sampling itself needs only the checkpoint."""
     from genlab.errors import DataError
@@ -107,7 +107,7 @@ def class_request(model: Any, cfg: DictConfig) -> tuple[torch.Tensor | None, int
     return conditioning.for_sampling(len(requested), requested, "cpu"), len(requested), per_class
 
 
-def write_images(run: Run, cfg: DictConfig, out: Path, options: dict[str, Any]) -> list[Path]:
+def write_images(run: LoadedRun, cfg: DictConfig, out: Path, options: dict[str, Any]) -> list[Path]:
     """samples.png (of the classes asked for, if any) and the model's other pictures of a test batch (e.g.
     reconstructions)."""
     import torch
@@ -132,12 +132,12 @@ def write_images(run: Run, cfg: DictConfig, out: Path, options: dict[str, Any]) 
     return written
 
 
-def temperature_of(run: Run, cfg: DictConfig) -> float:
+def temperature_of(run: LoadedRun, cfg: DictConfig) -> float:
     """The sampling temperature asked for, else the run's own (`model.sample_temperature`)."""
     return cfg.temperature if cfg.temperature is not None else run.model.sample_temperature
 
 
-def write_texts(run: Run, cfg: DictConfig, n: int, out: Path) -> list[Path]:
+def write_texts(run: LoadedRun, cfg: DictConfig, n: int, out: Path) -> list[Path]:
     """text_000.txt, ...: the prompt and a continuation, the i-th drawn from seed + i."""
     import torch
 
@@ -165,7 +165,7 @@ def output_folder(cfg: DictConfig, run_dir: Path) -> Path:
     return out
 
 
-def write_sequences(run: Run, cfg: DictConfig, n: int, out: Path) -> list[Path]:
+def write_sequences(run: LoadedRun, cfg: DictConfig, n: int, out: Path) -> list[Path]:
     """n whole sequences from seed, written as the data's domain writes them (molecules: .smi and a picture)."""
     import torch
     from hydra.utils import get_class
@@ -177,7 +177,7 @@ def write_sequences(run: Run, cfg: DictConfig, n: int, out: Path) -> list[Path]:
 
 def sample(cfg: DictConfig, overrides: list[str]) -> list[Path]:
     from genlab.models.contracts import ImageGenerator, SequenceGenerator
-    from genlab.runs import load_run
+    from genlab.run.loading import load_run
 
     run = load_run(cfg.run, cfg.ckpt, device=cfg.device, overrides=overrides)
     model = run.model

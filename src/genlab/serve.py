@@ -23,7 +23,7 @@ def serve(cfg: DictConfig, overrides: list[str]) -> None:
     settings = ServeSettings(**{key: value for key, value in own.items() if key not in ("run", "ckpt")})
     import uvicorn
 
-    from genlab.runs import load_run
+    from genlab.run.loading import load_run
     from genlab.serving.app import create_app
 
     run = load_run(cfg.run, cfg.ckpt, device=settings.device, overrides=overrides)

@@ -21,12 +21,13 @@ from genlab.config import judged_by
 from genlab.errors import user_error_of
 from genlab.files import write_json_atomically
 from genlab.interrupts import SIGTERM_STATUS
-from genlab.run_folder import MANIFEST_FILE, METRICS_FILE, read_json
+from genlab.run.layout import MANIFEST_FILE, METRICS_FILE
+from genlab.run.records import read_json
 from genlab.upstream import ddp_workers_run_this_job, parse_hydra_overrides, tensorboard_file_writer
 
 if TYPE_CHECKING:
     from genlab.interrupts import Signals
-    from genlab.manifest import Manifest
+    from genlab.run.manifest import Manifest
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "sweep_summary.json"

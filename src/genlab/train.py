@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 
 from genlab.config import config_dir
 from genlab.errors import exit_on_user_error
-from genlab.resume import check_resume
-from genlab.run_folder import process_rank
+from genlab.run.guard import process_rank
+from genlab.run.resume import check_resume
 
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")

@@ -21,50 +21,25 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.callbacks.run_state import CheckpointOnInterrupt, LoadableCheckpoint, RandomState, judged_checkpoint
-from genlab.checkpoints import RunCheckpointIO, check_checkpoint_file, read_checkpoint
+from genlab.checks import check_config, check_validation_is_on_for, evaluated_splits
 from genlab.config import judged_by
 from genlab.console import print_metrics
-from genlab.errors import ConfigError, check
 from genlab.interrupts import SIGTERM_STATUS, stop_on_sigterm
-from genlab.manifest import Manifest
 from genlab.models.base import GenerativeModel
-from genlab.resume import resumed_config, use_one_wandb_run
-from genlab.run_folder import LAST, METRICS_FILE, read_json, write_metrics
-from genlab.run_lock import run_lock
-from genlab.runs import INJECTED, build_model
+from genlab.run.checkpoint_io import RunCheckpointIO, read_checkpoint
+from genlab.run.checkpoints import check_checkpoint_file
+from genlab.run.layout import LAST, METRICS_FILE
+from genlab.run.loading import build_model
+from genlab.run.lock import run_lock
+from genlab.run.manifest import Manifest
+from genlab.run.records import read_json, write_metrics
+from genlab.run.resume import resumed_config, use_one_wandb_run
 from genlab.sweeps import in_multirun, log_hparams, run_sweep_job
-from genlab.validation import validate_train_config
 
 # Data lives in memory and is batched by index: worker processes would only add start-up time.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 # Lightning 2.6 on torch >= 2.10 warns about its own pytree use on every run; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Every setting of the run, checked before any data is read or anything is built (`genlab.validation`)."""
-    validate_train_config(cfg, INJECTED)
-    check_judged_metric_is_measured(cfg)
-
-
-def check_judged_metric_is_measured(cfg: DictConfig) -> None:
-    """A model judged by FID (the GAN) needs the sample-quality metrics on every validation epoch: checkpoints and
-    early stopping select by it."""
-    judged, _ = judged_by(cfg)
-    if not judged.endswith("/fid"):
-        return
-    enabled = bool(cfg.get("metrics")) and "_target_" in cfg.metrics
-    check(
-        enabled,
-        f"model={cfg.model._target_.rsplit('.', 1)[-1]} is judged by {judged}, which metrics=none turns off; "
-        f"keep metrics=sample_quality (make it cheaper with metrics.num_fake=...)",
-    )
-    every = cfg.metrics.get("every_n_epochs")
-    check(
-        every in (None, 1),
-        f"checkpoints select by {judged}, so it is needed every validation epoch; "
-        f"remove metrics.every_n_epochs={every}",
-    )
 
 
 def instantiate_each(group: DictConfig | None) -> list[Any]:
@@ -82,27 +57,6 @@ def metric_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 def summaries_of(callbacks: list[pl.Callback]) -> dict[str, Any]:
     """What callbacks record beside the numbers (e.g. the sample counts behind FID), under their own keys."""
     return {k: v for c in callbacks if callable(getattr(c, "summary", None)) for k, v in c.summary().items()}
-
-
-def evaluated_splits(cfg: DictConfig) -> list[str]:
-    """The splits the run evaluates at the end: `trainer.limit_val_batches=0`, `limit_test_batches=0` and
-    `test=false` turn one off, and the run still completes (metrics.json says which were not evaluated)."""
-    splits = ["val"] if cfg.trainer.get("limit_val_batches") != 0 else []
-    if cfg.test and cfg.trainer.get("limit_test_batches") != 0:
-        splits.append("test")
-    return splits
-
-
-def check_validation_is_on_for(cfg: DictConfig) -> None:
-    """Early stopping watches a validation metric: without validation it would stop the run with an error."""
-    if "val" in evaluated_splits(cfg):
-        return
-    for name, entry in (cfg.get("callbacks") or {}).items():
-        if entry is not None and str(entry.get("_target_", "")).endswith("EarlyStopping"):
-            raise ConfigError(
-                f"callbacks.{name} stops on {entry.get('monitor')}, which trainer.limit_val_batches=0 never "
-                f"computes; drop it (callbacks=default) or keep validation on"
-            )
 
 
 def evaluate_best(

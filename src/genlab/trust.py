@@ -54,9 +54,10 @@ def _user_trusted() -> tuple[str, ...]:
     return tuple(name.strip() for name in os.environ.get(TRUSTED_ENV, "").split(",") if name.strip())
 
 
-def is_trusted(name: str) -> bool:
+def is_trusted(name: str, by_name_only: bool = False) -> bool:
     """Whether genlab builds `name` from a run folder: by its dotted name first (nothing is imported for a name
-    outside the allowlist), then by what it is (a class; a function only from genlab's schedules)."""
+    outside the allowlist), then by what it is (a class; a function only from genlab's schedules), unless
+    `by_name_only` (checks that must not import the targets; the full check runs again before anything is built)."""
     user = _user_trusted()
     if name in user or any(entry.endswith(".") and name.startswith(entry) for entry in user):
         return True
@@ -64,6 +65,8 @@ def is_trusted(name: str) -> bool:
         return True
     if not name.startswith(TRUSTED_CLASS_MODULES + TRUSTED_FUNCTION_MODULES):
         return False
+    if by_name_only:
+        return True
     try:
         found = _resolve(name)
     except (ImportError, AttributeError):
@@ -78,10 +81,10 @@ def _resolve(name: str) -> Any:
     return getattr(import_module(module_name), attribute)
 
 
-def check_trusted(cfg: DictConfig, source: Path) -> None:
+def check_trusted(cfg: DictConfig, source: Path, by_name_only: bool = False) -> None:
     """Refuse a config read from `source` whose `_target_`s are not all on the allowlist, before anything is built."""
     for key, value in targets(cfg):
-        if not isinstance(value, str) or "${" in value or not is_trusted(value):
+        if not isinstance(value, str) or "${" in value or not is_trusted(value, by_name_only):
             raise ConfigError(
                 f"{source}: {key}={value!r} is not something genlab builds from a run folder (it builds genlab's "
                 f"classes, torch optimizers and schedulers, Lightning's Trainer, callbacks and loggers); if you trust "

@@ -2,7 +2,7 @@
 
 Each function names what it reaches and why genlab needs it; tests/test_upstream.py fails, naming the package and
 its version, when an upgrade changes one of them, and pyproject.toml's pins point here. Light on purpose: the
-upstream modules are imported inside the functions, because light modules (run_folder, trust) use this one.
+upstream modules are imported inside the functions, because light modules (genlab.run, trust) use this one.
 """
 
 from __future__ import annotations

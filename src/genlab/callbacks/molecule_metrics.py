@@ -27,7 +27,7 @@ def valid_fcd_score(validity: float, fcd: float) -> float:
 
 def canonical_set(smiles: list[str], cache_dir: Path) -> set[str]:
     """The canonical SMILES of a set of molecules (the training set, for novelty), computed once, cached."""
-    from genlab.metrics.chemistry import canonical
+    from genlab.data.smiles import canonical
 
     digest = hashlib.sha256("\n".join(smiles).encode()).hexdigest()[:20]
     return cached(

@@ -13,8 +13,9 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from genlab.run_folder import LAST
-from genlab.runs import MODEL_KEY, SPEC_KEY, model_class_name, spec_state
+from genlab.run.checkpoint_io import MODEL_KEY, SPEC_KEY, model_class_name
+from genlab.run.layout import LAST
+from genlab.run.loading import spec_state
 
 
 def relocate_checkpoint_state(state: dict[str, Any], old: str, new: str) -> None:

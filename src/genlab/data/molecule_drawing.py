@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
+from genlab.data.smiles import parse, rdkit_chem
 from genlab.extras import import_extra
-from genlab.metrics.chemistry import parse, rdkit_chem
 
 
 def draw_molecules(smiles: Sequence[str], per_row: int = 10, size: int = 200) -> Any:

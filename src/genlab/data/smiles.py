@@ -7,6 +7,8 @@ whatever representation it was trained on; it is saved in checkpoints like the o
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any
 
 from genlab.data.tokenizers import SymbolTokenizer
 from genlab.errors import DataError
@@ -73,3 +75,34 @@ class SelfiesTokenizer(SymbolTokenizer):
 
 def molecule_tokenizer(representation: str) -> type[SmilesTokenizer | SelfiesTokenizer]:
     return SelfiesTokenizer if representation == "selfies" else SmilesTokenizer
+
+
+# -- RDKit: molecules of SMILES (the `chem` extra) ---------------------------------------------------------------
+
+
+def rdkit_chem() -> Any:
+    """`rdkit.Chem` with RDKit's parse warnings silenced (generated SMILES are often invalid: that is measured)."""
+    chem = import_extra("rdkit.Chem", "chem", "molecule metrics")
+    import_extra("rdkit.RDLogger", "chem", "molecule metrics").DisableLog("rdApp.*")
+    return chem
+
+
+def parse(smiles: str) -> Any | None:
+    """The RDKit molecule of a SMILES, or None when it is empty or invalid (MOSES' `get_mol`)."""
+    if not smiles:
+        return None
+    chem = rdkit_chem()
+    molecule = chem.MolFromSmiles(smiles)
+    if molecule is None:
+        return None
+    try:
+        chem.SanitizeMol(molecule)
+    except ValueError:
+        return None
+    return molecule
+
+
+def canonical(smiles: Iterable[str]) -> list[str | None]:
+    """RDKit's canonical SMILES of each molecule (None for an invalid one)."""
+    chem = rdkit_chem()
+    return [None if (molecule := parse(s)) is None else chem.MolToSmiles(molecule) for s in smiles]

@@ -6,7 +6,7 @@ molecule each of them is 0 (nothing unique, novel or diverse), never a division 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -14,40 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from genlab.data.smiles import parse, rdkit_chem
 from genlab.extras import import_extra
 
 #: MOSES' filters keep molecules made of these atoms only.
 ALLOWED_ATOMS = frozenset({"C", "N", "S", "O", "F", "Cl", "Br", "H"})
 #: MOSES' filters drop molecules with a ring of this many atoms or more.
 MAX_RING_SIZE = 8
-
-
-def rdkit_chem() -> Any:
-    """`rdkit.Chem` with RDKit's parse warnings silenced (generated SMILES are often invalid: that is measured)."""
-    chem = import_extra("rdkit.Chem", "chem", "molecule metrics")
-    import_extra("rdkit.RDLogger", "chem", "molecule metrics").DisableLog("rdApp.*")
-    return chem
-
-
-def parse(smiles: str) -> Any | None:
-    """The RDKit molecule of a SMILES, or None when it is empty or invalid (MOSES' `get_mol`)."""
-    if not smiles:
-        return None
-    chem = rdkit_chem()
-    molecule = chem.MolFromSmiles(smiles)
-    if molecule is None:
-        return None
-    try:
-        chem.SanitizeMol(molecule)
-    except ValueError:
-        return None
-    return molecule
-
-
-def canonical(smiles: Iterable[str]) -> list[str | None]:
-    """RDKit's canonical SMILES of each molecule (None for an invalid one)."""
-    chem = rdkit_chem()
-    return [None if (molecule := parse(s)) is None else chem.MolToSmiles(molecule) for s in smiles]
 
 
 @dataclass

@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from genlab.cache import cached
+from genlab.data.smiles import canonical
 from genlab.errors import DataError
 from genlab.extras import import_extra
-from genlab.metrics.chemistry import canonical
 
 #: Bump when the features change, so cached statistics are recomputed.
 FEATURES_VERSION = "fcd_torch-ChemNet_v0.13"
@@ -61,7 +61,7 @@ class ChemNet:
     @torch.no_grad()
     def features(self, smiles: Sequence[str]) -> np.ndarray:
         """(N, 512) activations of SMILES as given (one-hot, 350 symbols). FCD is defined on canonical SMILES:
-        give `chemistry.canonical` ones (ChemNet reads any string, so this does not check them)."""
+        give `genlab.data.smiles.canonical` ones (ChemNet reads any string, so this does not check them)."""
         self.net.to(self.device)
         loader = DataLoader(self.dataset(list(smiles), canonize=False), batch_size=self.batch_size)
         batches = [self.net(batch.transpose(1, 2).float().to(self.device)).double().cpu() for batch in loader]

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 import genlab
 from genlab.errors import GenlabError, check
 from genlab.models.contracts import ImageGenerator, IncrementalDecoder, contracts_of
-from genlab.runs import Run
+from genlab.run.loading import LoadedRun
 from genlab.serving.batching import ModelThread, Reply
 from genlab.serving.http import (
     RequestLimits,
@@ -53,7 +53,7 @@ def random_seed() -> int:
     return secrets.randbelow(2**31)
 
 
-def create_app(run: Run, settings: ServeSettings) -> FastAPI:
+def create_app(run: LoadedRun, settings: ServeSettings) -> FastAPI:
     """The application; the model thread starts and stops with it (FastAPI's lifespan)."""
     model = run.model
     name = settings.model_name or run.dir.name

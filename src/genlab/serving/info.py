@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from genlab.runs import Run
+from genlab.run.loading import LoadedRun
 
 #: An absolute path (POSIX, home-relative, or Windows) at the start of a string or after a separator.
 ABSOLUTE_PATH = re.compile(r"(?:(?<=^)|(?<=[\s=:'\",(\[]))(?:~|[A-Za-z]:)?[/\\][^\s'\",;)\]]*")
@@ -28,7 +28,7 @@ def without_paths(value: Any) -> Any:
     return value
 
 
-def config_summary(run: Run) -> dict[str, Any]:
+def config_summary(run: LoadedRun) -> dict[str, Any]:
     """The model and data settings as saved (interpolations unresolved: they would resolve to local paths)."""
     cfg = run.config
     return {
@@ -38,7 +38,7 @@ def config_summary(run: Run) -> dict[str, Any]:
     }
 
 
-def run_info(run: Run, model_name: str, served: dict[str, Any]) -> dict[str, Any]:
+def run_info(run: LoadedRun, model_name: str, served: dict[str, Any]) -> dict[str, Any]:
     """The static part of /info; `served` describes the endpoint and its limits."""
     model = run.model
     spec = model.spec

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from genlab.errors import ConfigError
-
-LOCK_FILE = ".lock"
+from genlab.run.layout import LOCK_FILE
 
 
 def _try_lock(handle: IO[str]) -> bool:

@@ -16,7 +16,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.errors import user_error_of
 from genlab.files import write_json_atomically
-from genlab.run_folder import MANIFEST_FILE, read_json
+from genlab.run.layout import MANIFEST_FILE
+from genlab.run.records import read_json
 
 PACKAGES = ("genlab", "torch", "pytorch-lightning", "hydra-core", "omegaconf", "torchmetrics")
 

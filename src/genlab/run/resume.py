@@ -8,37 +8,36 @@ A refused resume changes nothing in the folder; the accepted changes are written
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genlab.errors import check
 from genlab.files import write_text_atomically
-from genlab.run_folder import (
-    CONFIG_FILE,
-    apply_overrides,
-    check_run_dir,
-    last_checkpoint,
-    read_config,
-    run_config,
-)
-from genlab.run_lock import busy_message, holder
+from genlab.run.checkpoints import check_checkpoint_file, last_checkpoint
+from genlab.run.config import apply_overrides, read_config, run_config
+from genlab.run.layout import CONFIG_FILE, check_run_dir
+from genlab.run.lock import busy_message, holder
+from genlab.settings import PositiveInt
+from genlab.validation import check_value
 
 if TYPE_CHECKING:
-    from genlab.manifest import Manifest
+    from genlab.run.manifest import Manifest
 
-#: What `resume=` lets change: how long to train and how to show it, never what or how the model learns.
-RESUMABLE = (
-    "trainer.max_epochs",
-    "trainer.max_steps",
-    "trainer.max_time",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.log_every_n_steps",
-    "callbacks.progress_bar",
-    "callbacks.samples.every_n_epochs",
-    "test",
-)
+#: What `resume=` lets change, and the type each takes: how long to train and how to show it, never what or how the
+#: model learns. The types are those of the Trainer's and SampleWriter's arguments (tests/test_resume_checks.py holds
+#: them to it), so a resume is checked without importing Lightning.
+RESUMABLE: dict[str, Any] = {
+    "trainer.max_epochs": int | None,
+    "trainer.max_steps": int,
+    "trainer.max_time": str | dict[str, int] | None,
+    "trainer.enable_progress_bar": bool | None,
+    "trainer.enable_model_summary": bool | None,
+    "trainer.log_every_n_steps": int | None,
+    "callbacks.progress_bar": dict[str, Any] | None,
+    "callbacks.samples.every_n_epochs": PositiveInt,
+    "test": bool,
+}
 
 
 def _key(override: str) -> str:
@@ -70,12 +69,11 @@ def check_resume(arguments: list[str]) -> None:
         f"resume= continues a run with its own config, so {', '.join(unsafe)} cannot change; "
         f"allowed: {', '.join(RESUMABLE)}",
     )
-    cfg = run_config(run_dir)
+    cfg = run_config(run_dir, trust_by_name_only=True)
     apply_overrides(cfg, changes)
-    from genlab.checkpoints import check_checkpoint_file
-    from genlab.training import check_config
-
-    check_config(cfg)  # the saved config with the changes, as the job will run it
+    for key in dict.fromkeys(_key(o) for o in changes):  # the saved config was checked when the run started
+        value = OmegaConf.select(cfg, key)
+        check_value(key, OmegaConf.to_container(value) if isinstance(value, DictConfig) else value, RESUMABLE[key])
     check_checkpoint_file(last_checkpoint(cfg, run_dir), "resume")
     who = holder(run_dir)
     check(who is None, busy_message(run_dir, who or {}))

@@ -13,6 +13,16 @@ from lightning_fabric.plugins import TorchCheckpointIO
 
 from genlab.errors import ConfigError, check
 from genlab.files import atomic_write
+from genlab.run.checkpoints import check_checkpoint_file
+
+#: What genlab adds to a Lightning checkpoint: the data's spec (a run samples without its data) and the model's class.
+SPEC_KEY = "genlab_data_spec"
+MODEL_KEY = "genlab_model"
+
+
+def model_class_name(model: torch.nn.Module) -> str:
+    """The model's class as the config's `model._target_` names it."""
+    return f"{type(model).__module__}.{type(model).__qualname__}"
 
 
 class RunCheckpointIO(TorchCheckpointIO):
@@ -46,19 +56,6 @@ class RunCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return read_checkpoint(Path(path), name="ckpt_path", map_location=map_location)
-
-
-def check_checkpoint_file(path: Path, name: str = "ckpt_path") -> None:
-    """A missing or truncated checkpoint fails here, in one line, before any data or model is built.
-
-    torch.save writes a zip archive whose directory sits at the end, so a cut-off file is no longer a zip.
-    """
-    check(path.is_file(), f"{name}={path} is not a file; give the path of a .ckpt file, or {name}=last")
-    check(
-        zipfile.is_zipfile(path),
-        f"{name}={path} is not a readable checkpoint (truncated, or not written by torch.save); "
-        f"use another .ckpt, e.g. the run's checkpoints/last.ckpt",
-    )
 
 
 def _reason(exc: BaseException) -> str:

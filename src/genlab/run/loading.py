@@ -1,5 +1,5 @@
-"""Loading a run folder back as a model ready to sample (`genlab.load_run`), and what its checkpoints carry for that:
-the model's class and the data's spec. The folder's files themselves are `genlab.run_folder`'s."""
+"""Loading a run folder back as a model ready to sample (`genlab.load_run`), and the data's spec its checkpoints
+carry for that. The folder's files themselves are the other `genlab.run` modules'."""
 
 from __future__ import annotations
 
@@ -13,30 +13,16 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from genlab.checkpoints import read_checkpoint
+from genlab.checks import INJECTED
 from genlab.data.spec import DataSpec
 from genlab.data.tokenizers import tokenizer_from_state
 from genlab.errors import ConfigError, check
-from genlab.run_folder import (
-    MANIFEST_FILE,
-    METRICS_FILE,
-    apply_overrides,
-    check_run_dir,
-    find_checkpoint,
-    read_json,
-    run_config,
-)
+from genlab.run.checkpoint_io import MODEL_KEY, SPEC_KEY, read_checkpoint
+from genlab.run.checkpoints import find_checkpoint
+from genlab.run.config import apply_overrides, run_config
+from genlab.run.layout import MANIFEST_FILE, METRICS_FILE, check_run_dir
+from genlab.run.records import read_json
 from genlab.validation import validate_train_config
-
-#: Arguments genlab passes itself, per config node: the data's spec to the model, the sizes the model gives its net.
-INJECTED = {"model": ("spec",), "model.net": ("shape", "latent_dim", "vocab_size", "block_size", "num_classes")}
-SPEC_KEY = "genlab_data_spec"
-MODEL_KEY = "genlab_model"
-
-
-def model_class_name(model: pl.LightningModule) -> str:
-    """The model's class as the config's `model._target_` names it."""
-    return f"{type(model).__module__}.{type(model).__qualname__}"
 
 
 def spec_state(spec: DataSpec) -> dict[str, Any]:
@@ -55,7 +41,7 @@ def spec_from_state(state: Mapping[str, Any]) -> DataSpec:
 
 
 @dataclass
-class Run:
+class LoadedRun:
     """A run folder loaded back: its config, metrics, manifest and model (in eval mode, ready to sample).
 
     `datamodule` is built on first use from the run's data config (the data must be at hand then); sampling
@@ -103,7 +89,7 @@ def check_device(device: str | torch.device) -> torch.device:
 
 def load_run(
     run_dir: str | Path, ckpt: str = "best", device: str | torch.device = "cpu", overrides: Sequence[str] = ()
-) -> Run:
+) -> LoadedRun:
     """Load a run folder: `genlab.load_run("outputs/train/runs/...")`, then `run.model.sample(16)`.
 
     `ckpt` is `best`, `last` or a checkpoint path; `overrides` change settings of the run's config (e.g.
@@ -135,6 +121,6 @@ def load_run(
     model.on_load_checkpoint(checkpoint)
     model.to(device).eval()
     metrics, manifest = read_json(run_dir / METRICS_FILE), read_json(run_dir / MANIFEST_FILE)
-    return Run(
+    return LoadedRun(
         run_dir, cfg, metrics, manifest, path, model, checkpoint.get("epoch"), checkpoint.get("global_step"), datamodule
     )

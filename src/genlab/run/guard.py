@@ -1,0 +1,44 @@
+"""Never write a new run over an old one: Hydra's callback that refuses a used folder before Hydra writes into it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from genlab.errors import check, exit_on_user_error
+from genlab.run.layout import holds_a_run
+
+
+def process_rank() -> int:
+    """This process's rank in a job launched by hand or by Lightning (0 when it is the only one)."""
+    for variable in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        if os.environ.get(variable, "").isdigit():
+            return int(os.environ[variable])
+    return 0
+
+
+class RefuseUsedFolders(Callback):
+    """A new run (`hydra.run.dir=`) or sweep (`hydra.sweep.dir=`) pointed at a folder that already holds one stops
+    before Hydra writes anything there: the old run stays byte for byte as it was. `resume=` continues a run in its
+    own folder instead. Other ranks of a job launched by hand join the folder rank 0 made."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("resume") or process_rank() != 0:
+            return
+        self._refuse(Path(config.hydra.run.dir), "hydra.run.dir", "continue it with resume=")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._refuse(Path(config.hydra.sweep.dir), "hydra.sweep.dir", "compare it with genlab-compare")
+
+    @staticmethod
+    def _refuse(folder: Path, key: str, instead: str) -> None:
+        # Hydra turns an exception raised by a callback into a warning and goes on: exit here instead.
+        with exit_on_user_error("genlab-train"):
+            check(
+                not holds_a_run(folder),
+                f"{key}={folder} already holds a run; a new one would overwrite it: {instead}, or pick another folder",
+            )

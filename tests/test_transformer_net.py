@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from genlab.errors import ConfigError
-from genlab.nets.transformer import GPT, DecodingBatch, DecodingSequence, Sampling
+from genlab.nets import decoding
+from genlab.nets.decoding import DecodingBatch, DecodingSequence, Sampling
+from genlab.nets.transformer import GPT
 
 VOCAB = 11
 BLOCK = 12
@@ -275,7 +277,7 @@ def test_sequences_decoded_together_draw_what_each_draws_alone() -> None:
     model = tiny()
 
     def start(prompt: list[int], seed: int) -> DecodingSequence:
-        (sequence,) = model.start(prompt, [Sampling(0.9, 5, 0.95, torch.Generator().manual_seed(seed))])
+        (sequence,) = decoding.start(model, prompt, [Sampling(0.9, 5, 0.95, torch.Generator().manual_seed(seed))])
         return sequence
 
     alone = DecodingBatch(model, rows=4)

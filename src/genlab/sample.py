@@ -16,6 +16,7 @@ from rich.console import Console
 from genlab.commands import run_command
 from genlab.errors import ConfigError, check
 from genlab.files import writable_folder
+from genlab.run.layout import GENERATED_DIR
 from genlab.settings import GuidanceScale, NonNegativeFloat, PositiveInt
 
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ def write_texts(run: LoadedRun, cfg: DictConfig, n: int, out: Path) -> list[Path
 
 def output_folder(cfg: DictConfig, run_dir: Path) -> Path:
     """Where the files go: `out`, else RUN/generated; earlier output there is kept unless `overwrite=true`."""
-    out = writable_folder(Path(cfg.out).expanduser() if cfg.out else run_dir / "generated")
+    out = writable_folder(Path(cfg.out).expanduser() if cfg.out else run_dir / GENERATED_DIR)
     earlier = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     check(
         cfg.overwrite or not earlier,

@@ -21,7 +21,7 @@ from genlab.models.conditioning import UNCONDITIONAL, ClassConditioning
 
 if TYPE_CHECKING:
     from genlab.data.spec import DataSpec
-    from genlab.nets.transformer import DecodingBatch, DecodingSequence, Sampling
+    from genlab.nets.decoding import DecodingBatch, DecodingSequence, Sampling
 
 #: A model's pictures: name -> (images in [0, 1], images per grid row).
 Grids = dict[str, tuple[torch.Tensor, int]]

@@ -15,7 +15,7 @@ from genlab.data.spec import DataSpec
 from genlab.data.tokenizers import SymbolTokenizer, Tokenizer, tokenizer_from_state
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
 from genlab.models.contracts import IncrementalDecoder, SequenceGenerator
-from genlab.nets.transformer import DecodingBatch, DecodingSequence, Sampling
+from genlab.nets.decoding import DecodingBatch, DecodingSequence, Sampling, start
 from genlab.settings import NonNegativeFloat, PositiveInt
 
 
@@ -175,7 +175,7 @@ class TransformerLM(GenerativeModel, SequenceGenerator, IncrementalDecoder):
     def start_sequences(self, prompt_ids: Sequence[int], samplings: Sequence[Sampling]) -> list[DecodingSequence]:
         """Continuations of one prompt, one per `Sampling`, each with its first token drawn; genlab-serve decodes
         many of them together in a `decoding_batch`."""
-        return self.net.start(prompt_ids, samplings)
+        return start(self.net, prompt_ids, samplings)
 
     def decoding_batch(self, rows: int, pad: bool = True) -> DecodingBatch:
         """An empty batch of `rows` slots in which started sequences take their next tokens together."""

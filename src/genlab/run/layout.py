@@ -40,7 +40,7 @@ TENSORBOARD_DIR = "tensorboard"
 CSV_DIR = "csv"
 CSV_METRICS = Path(CSV_DIR) / "metrics.csv"
 MULTIRUN_FILE = "multirun.yaml"
-#: The names the configs read with `${run_folder:NAME}`.
+#: The names the configs read with `${run_folder:NAME}` (callbacks/default.yaml, logger/csv.yaml, logger/...).
 LAYOUT = {
     "checkpoints": CHECKPOINTS,
     "last": LAST,

@@ -4,7 +4,7 @@ Each completion draws from its own generator (`seed + i` for the i-th choice of 
 its texts). A request's prompt is prefilled once, alone; its completions then take slots in a decoding batch, one KV
 cache of `max_batch_size` slots, where every unfinished completion of every request takes its next token in one pass
 (over all slots and whole slots when `batch_invariant`, so a completion is the same whichever requests share its
-passes; see `genlab.nets.transformer.DecodingBatch`). Requests join between two tokens and leave when they finish, so
+passes; see `genlab.nets.decoding.DecodingBatch`). Requests join between two tokens and leave when they finish, so
 a short request never waits for a long one.
 """
 
@@ -128,7 +128,7 @@ class TextEngine(ModelThread[CompletionJob]):
                         self.place(choice)
 
     def prefill(self, job: CompletionJob) -> None:
-        from genlab.nets.transformer import Sampling
+        from genlab.nets.decoding import Sampling
 
         device = self.model.device
         for p, prompt in enumerate(job.prompts):

@@ -21,7 +21,8 @@ from omegaconf import read_write
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from genlab.compare import learning_curve, load_sweep
+from genlab.comparison.plots import learning_curve
+from genlab.comparison.tables import load_sweep
 
 # Two epochs of two batches, no sample-quality metrics or pictures: every job takes seconds.
 TINY = [

@@ -1,0 +1,126 @@
+"""Run folders as genlab-compare reads them: config (as saved), overrides, status, metrics; or genlab-eval records."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from genlab.errors import DataError
+from genlab.run.config import read_config
+from genlab.run.layout import CONFIG_FILE, EVALS_DIR, HYDRA_DIR, MANIFEST_FILE, METRICS_FILE
+from genlab.run.records import read_json
+from genlab.sweeps import parse_overrides
+
+# Not what a configuration is: the seed is what runs of one configuration differ by; folders differ in every run.
+IGNORED_KEYS = {"seed", "resume", "hydra", "paths"}
+
+
+MISSING = "—"
+
+
+def _ignored(key: str) -> bool:
+    return re.split(r"[./]", key, maxsplit=1)[0] in IGNORED_KEYS
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: str(node) if isinstance(node, list) else node}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _metrics_of(content: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a metrics.json or eval record (`split/name` keys)."""
+    return {k: float(v) for k, v in content.items() if "/" in k and _number(v)}
+
+
+@dataclass
+class RunRecord:
+    """One run folder as compare reads it: its config (unresolved, as saved), overrides, status and metrics."""
+
+    path: Path
+    status: str
+    error: str | None
+    model: str
+    config: dict[str, Any]  # flattened leaves, group choices and overrides: every candidate parameter
+    primary: set[str]  # the keys a user chose: config groups and command-line overrides
+    metrics: dict[str, float]
+    judged_metric: str | None
+    judged_mode: str | None
+
+    @classmethod
+    def read(cls, path: Path) -> RunRecord:
+        hydra_file = path / HYDRA_DIR / "hydra.yaml"
+        hydra = OmegaConf.to_container(read_config(hydra_file)).get("hydra", {}) if hydra_file.is_file() else {}
+        config = _flatten(OmegaConf.to_container(read_config(path / CONFIG_FILE), resolve=False))
+        choices = hydra.get("runtime", {}).get("choices", {})
+        overrides = parse_overrides(hydra.get("overrides", {}).get("task", []))
+        config.update(choices)
+        config.update(overrides)
+        manifest = read_json(path / MANIFEST_FILE) or {}
+        content = read_json(path / METRICS_FILE) or {}
+        status = manifest.get("status", "unknown")
+        if status == "completed" and not content:
+            status = "no metrics.json"
+        return cls(
+            path=path,
+            status=status,
+            error=manifest.get("error"),
+            model=str(config.get("model._target_", "?")).rsplit(".", 1)[-1],
+            config={k: v for k, v in config.items() if not _ignored(k)},
+            primary={k for k in (*choices, *overrides) if not _ignored(k)},
+            metrics=_metrics_of(content),
+            judged_metric=content.get("judged_metric"),
+            judged_mode=content.get("judged_mode"),
+        )
+
+    @classmethod
+    def evaluations(cls, path: Path) -> list[RunRecord]:
+        """The genlab-eval records of the run folder `path` (`RUN/evals/*.json`), each as a run of its own: the
+        run's config with the evaluation's overrides applied (so they are parameters that can vary), and the
+        evaluation's metrics."""
+        run = cls.read(path)
+        found = []
+        for record in sorted((path / EVALS_DIR).glob("*.json")):
+            content = read_json(record) or {}
+            overrides = parse_overrides(content.get("overrides", []))
+            overrides = {k: v for k, v in overrides.items() if not _ignored(k)}
+            found.append(
+                replace(
+                    run,
+                    path=record,
+                    status="completed",
+                    error=None,
+                    config={**run.config, **overrides},
+                    primary=run.primary | set(overrides),
+                    metrics=_metrics_of(content),
+                    judged_metric=content.get("judged_metric"),
+                    judged_mode=content.get("judged_mode"),
+                )
+            )
+        return found
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+
+def find_runs(paths: Iterable[Path]) -> list[Path]:
+    """Run folders (those holding `.hydra/config.yaml`) at or under each path."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise DataError(f"{path} does not exist; give a multirun folder or run folders")
+        found += sorted(p.parent.parent for p in path.glob("**/.hydra/config.yaml"))
+    return list(dict.fromkeys(found))

@@ -1,0 +1,218 @@
+"""The comparison table: one row per configuration (what varies across the runs), each metric as mean +- std over
+seeds, the best row marked; rendered for the terminal, as Markdown and as CSV."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from genlab.comparison.reading import MISSING, RunRecord, _number, find_runs
+from genlab.errors import DataError
+from genlab.run.layout import EVALS_DIR
+
+
+@dataclass
+class Row:
+    """A configuration: its parameter values, its completed and failed runs, and per-metric (mean, std)."""
+
+    params: dict[str, Any]
+    runs: list[RunRecord]
+    failed: list[RunRecord]
+    stats: dict[str, tuple[float, float]] = field(default_factory=dict)
+    best: bool = False
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+
+@dataclass
+class SweepTable:
+    """The comparison: `params` that vary, `metrics` shared by all completed runs, `rows`, and what went wrong."""
+
+    params: list[str]
+    metrics: list[str]
+    rows: list[Row]
+    failed: list[RunRecord]
+    judged_metric: str | None
+    judged_mode: str | None
+    notes: list[str]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One flat dict per row (e.g. for `pandas.DataFrame(table.records())`)."""
+        records = []
+        for row in self.rows:
+            record: dict[str, Any] = {**row.params, "n": row.n, "failed": len(row.failed), "best": row.best}
+            for metric in self.metrics:
+                mean, std = row.stats.get(metric, (math.nan, math.nan))
+                record[f"{metric} mean"], record[f"{metric} std"] = mean, std
+            record["runs"] = ";".join(str(run.path) for run in row.runs + row.failed)
+            records.append(record)
+        return records
+
+    def header(self) -> str:
+        runs = sum(row.n + len(row.failed) for row in self.rows)
+        judged = (
+            f"best by {self.judged_metric} ({'lower' if self.judged_mode == 'min' else 'higher'} is better)"
+            if self.judged_metric
+            else "no best row"
+        )
+        return (
+            f"{runs} runs, {len(self.rows)} configurations; mean ± std over seeds (sample std), n completed runs; "
+            f"{judged}"
+        )
+
+    def cells(self, row: Row, metrics: Sequence[str] | None = None) -> list[str]:
+        values = [_mean_std(*row.stats[m]) if m in row.stats else MISSING for m in metrics or self.metrics]
+        params = [_cell(row.params[p]) for p in self.params]
+        return ["✓" if row.best else "", *params, str(row.n), str(len(row.failed)), *values]
+
+    def columns(self, metrics: Sequence[str] | None = None) -> list[str]:
+        return ["best", *self.params, "n", "failed", *(metrics or self.metrics)]
+
+    def headline_metrics(self) -> list[str]:
+        """What fits a terminal: the judged metric and its test-split twin (every metric without a judged one)."""
+        if self.judged_metric is None:
+            return self.metrics
+        twin = "test/" + self.judged_metric.split("/", 1)[-1]
+        return [self.judged_metric, *([twin] if twin in self.metrics and twin != self.judged_metric else [])]
+
+    def to_markdown(self) -> str:
+        lines = [f"# Comparison\n\n{self.header()}\n"]
+        lines += [f"- {note}" for note in self.notes]
+        lines.append("")
+        lines.append("| " + " | ".join(self.columns()) + " |")
+        lines.append("|" + "---|" * len(self.columns()))
+        lines += ["| " + " | ".join(self.cells(row)) + " |" for row in self.rows]
+        if self.failed:
+            lines.append("\n## Runs that did not complete\n")
+            lines.append("| run | status | error |\n|---|---|---|")
+            lines += [f"| {run.path} | {run.status} | {(run.error or '').replace('|', '/')} |" for run in self.failed]
+        return "\n".join(lines) + "\n"
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+    def write(self, out_dir: Path) -> list[Path]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        markdown, table = out_dir / "comparison.md", out_dir / "comparison.csv"
+        markdown.write_text(self.to_markdown())
+        records = self.records()
+        with table.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(records[0]) if records else self.columns())
+            writer.writeheader()
+            writer.writerows(records)
+        return [markdown, table]
+
+    def print(self, console: Console) -> None:
+        metrics = self.headline_metrics()
+        table = Table(title=self.header(), title_justify="left")
+        for column in self.columns(metrics):
+            table.add_column(column, justify="left" if column in self.params else "right", overflow="fold")
+        for row in self.rows:
+            table.add_row(*self.cells(row, metrics), style="bold green" if row.best else None)
+        console.print(table)
+        if len(metrics) < len(self.metrics):
+            console.print(f"({len(self.metrics) - len(metrics)} more metrics in comparison.md and comparison.csv)")
+        for note in self.notes:
+            console.print(f"note: {note}")
+        for run in self.failed:
+            console.print(f"[red]{run.status}[/red]: {run.path}: {run.error or ''}")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return MISSING if value is MISSING else "null" if value is None else str(value)
+
+
+def _mean_std(mean: float, std: float) -> str:
+    return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, value) if _number(value) else (1, str(value))
+
+
+def varied_params(runs: Sequence[RunRecord]) -> list[str]:
+    """The parameters that tell configurations apart: chosen groups and overrides whose value differs, then any
+    other config value that differs and is not implied by them (e.g. an edited yaml file)."""
+
+    def varies(key: str, groups: dict[tuple, list[RunRecord]]) -> bool:
+        return any(len({repr(r.config.get(key, MISSING)) for r in group}) > 1 for group in groups.values())
+
+    everyone = {(): list(runs)}
+    primary = sorted({k for r in runs for k in r.primary}, key=lambda k: ("." in k, k))
+    params = [k for k in primary if varies(k, everyone)]
+    groups: dict[tuple, list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(tuple(repr(run.config.get(k, MISSING)) for k in params), []).append(run)
+    leaves = sorted({k for r in runs for k in r.config} - set(primary))
+    return params + [k for k in leaves if varies(k, groups)]
+
+
+def load_sweep(paths: str | Path | Iterable[str | Path], evaluations: bool = False) -> SweepTable:
+    """The comparison table of the runs at or under `paths` (a multirun folder, run folders, any folder of runs);
+    with `evaluations`, of their genlab-eval records (see `RunRecord.evaluations`)."""
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    run_dirs = find_runs(paths)
+    where = ", ".join(map(str, paths))
+    if not run_dirs:
+        raise DataError(f"no run folders (with .hydra/config.yaml) under {where}")
+    if not evaluations:
+        runs = [RunRecord.read(path) for path in run_dirs]
+    else:
+        runs = [evaluation for path in run_dirs for evaluation in RunRecord.evaluations(path)]
+        if not runs:
+            raise DataError(
+                f"--evals: the runs under {where} have no genlab-eval records ({EVALS_DIR}/*.json); evaluate them "
+                f"first, e.g. genlab-eval run=RUN model.guidance=2"
+            )
+    params = varied_params(runs)
+    completed = [run for run in runs if run.completed]
+    notes: list[str] = []
+
+    every = [set(run.metrics) for run in completed]
+    shared = set.intersection(*every) if every else set()
+    models = sorted({run.model for run in runs})
+    if len(models) > 1:
+        notes.append(f"runs of different models ({', '.join(models)}): compared on the metrics they all have only")
+    left_out = sorted(set().union(*every) - shared)
+    if left_out:
+        notes.append(f"metrics not in every run, left out: {', '.join(left_out)}")
+    if completed and not shared:
+        notes.append("no metric is shared by all completed runs")
+    judged = {(run.judged_metric, run.judged_mode) for run in completed}
+    judged_metric, judged_mode = judged.pop() if len(judged) == 1 else (None, None)
+    if judged_metric not in shared:
+        judged_metric = judged_mode = None
+        if completed:
+            notes.append("the runs are not judged by one shared metric: no best row")
+    metrics = sorted(shared, key=lambda m: (m != judged_metric, m))
+
+    by_config: dict[tuple, Row] = {}
+    for run in runs:
+        values = {p: run.config.get(p, MISSING) for p in params}
+        row = by_config.setdefault(tuple(repr(v) for v in values.values()), Row(values, [], []))
+        (row.runs if run.completed else row.failed).append(run)
+    rows = sorted(by_config.values(), key=lambda row: [_sort_key(row.params[p]) for p in params])
+    for row in rows:
+        for metric in metrics:
+            values = [run.metrics[metric] for run in row.runs if math.isfinite(run.metrics[metric])]
+            if values:
+                std = statistics.stdev(values) if len(values) > 1 else math.nan
+                row.stats[metric] = (statistics.fmean(values), std)
+    ranked = [row for row in rows if judged_metric in row.stats]
+    if ranked:
+        sign = 1 if judged_mode == "min" else -1
+        min(ranked, key=lambda row: sign * row.stats[judged_metric][0]).best = True
+    failed = [run for run in runs if not run.completed]
+    return SweepTable(params, metrics, rows, failed, judged_metric, judged_mode, notes)

@@ -22,15 +22,15 @@ from genlab.models.diffusion_bound import negative_elbo
 from genlab.models.diffusion_paths import LinearPath, NoiseSchedule, Objective, ScheduleKind, estimates, noisy, target
 from genlab.models.diffusion_samplers import Sampler, SamplerName, make_sampler
 from genlab.models.ema import ema_copy
-from genlab.models.gan import slerp
 from genlab.models.guidance import drop_labels, guided_prediction
+from genlab.models.images import SignedImageRange, slerp
 from genlab.settings import GuidanceScale, PositiveInt, UnitFraction
 from genlab.upstream import attached_trainer
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-class Diffusion(GenerativeModel, ImageGenerator, ConditionalModel):
+class Diffusion(GenerativeModel, ImageGenerator, ConditionalModel, SignedImageRange):
     """A denoiser `net(x_t, t)` trained with one of three objectives; judged by `val/fid` (lower is better).
 
     - `objective=eps`: DDPM's noise prediction (L_simple); `v`: v-prediction; both on a discrete-time noise
@@ -106,9 +106,7 @@ class Diffusion(GenerativeModel, ImageGenerator, ConditionalModel):
         classes = {"num_classes": self.null_label + 1} if self.conditioning.enabled else {}
         self.net = build_net(net, "image", "the diffusion model", shape=spec.shape, **classes)
         self.net_ema = ema_copy(self.net, ema_decay)
-        low, high = spec.value_range
-        self.register_buffer("data_low", torch.tensor(float(low)), persistent=False)
-        self.register_buffer("data_span", torch.tensor(float(high - low)), persistent=False)
+        self.register_data_range(spec)
 
     # -- the model ------------------------------------------------------------------------------------------------
 
@@ -116,10 +114,6 @@ class Diffusion(GenerativeModel, ImageGenerator, ConditionalModel):
     def sampling_net(self) -> nn.Module:
         """The net that evaluation and sampling use: the EMA copy when there is one."""
         return self.net_ema.module if self.net_ema is not None else self.net
-
-    def to_model_range(self, images: torch.Tensor) -> torch.Tensor:
-        """Data values to [-1, 1]."""
-        return (images - self.data_low) / self.data_span * 2 - 1
 
     @staticmethod
     def to_images(x: torch.Tensor) -> torch.Tensor:

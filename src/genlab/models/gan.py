@@ -17,6 +17,7 @@ from genlab.models.conditioning import ClassConditioning, Labels
 from genlab.models.contracts import ConditionalModel, LatentImageGenerator
 from genlab.models.ema import ema_copy
 from genlab.models.gan_losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
+from genlab.models.images import SignedImageRange, slerp
 from genlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, UnitFraction
 from genlab.upstream import foreach_norm
 
@@ -27,20 +28,7 @@ def gradient_norm(parameters: Iterable[nn.Parameter]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(foreach_norm(grads))) if grads else torch.zeros(())
 
 
-def slerp(start: torch.Tensor, end: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation (White, 2016): Gaussian latents keep their typical norm along the path.
-
-    start, end: (P, L); t: (S,). Returns (P, S, L).
-    """
-    cos = torch.nn.functional.cosine_similarity(start, end, dim=1).clamp(-1 + 1e-7, 1 - 1e-7)
-    angle = torch.acos(cos).view(-1, 1, 1)
-    t = t.view(1, -1, 1)
-    weight_start = torch.sin((1 - t) * angle) / torch.sin(angle)
-    weight_end = torch.sin(t * angle) / torch.sin(angle)
-    return weight_start * start.unsqueeze(1) + weight_end * end.unsqueeze(1)
-
-
-class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel):
+class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, SignedImageRange):
     """Generator G and discriminator D from `net`, trained adversarially; judged by `val/fid` (lower is better).
 
     Every training batch makes one D step; every `n_critic`-th batch also makes one G step (the WGAN recipe), so
@@ -105,9 +93,7 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel):
         )
         self.generator_ema = ema_copy(self.net.generator, ema_decay)
         self.latest_generator_values: dict[str, Any] = {}
-        low, high = spec.value_range
-        self.register_buffer("data_low", torch.tensor(float(low)), persistent=False)
-        self.register_buffer("data_span", torch.tensor(float(high - low)), persistent=False)
+        self.register_data_range(spec)
 
     # -- the model ------------------------------------------------------------------------------------------------
 
@@ -123,10 +109,6 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel):
     def sampling_generator(self) -> nn.Module:
         """The generator that evaluation and pictures use: the EMA copy when there is one."""
         return self.generator_ema.module if self.generator_ema is not None else self.generator
-
-    def to_model_range(self, images: torch.Tensor) -> torch.Tensor:
-        """Data values to the [-1, 1] of tanh outputs."""
-        return (images - self.data_low) / self.data_span * 2 - 1
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn((n, self.latent_dim), generator=generator).to(self.device)

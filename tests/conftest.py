@@ -33,6 +33,10 @@ OFFLINE = Path(__file__).resolve().parent / "offline"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+#: What every in-process genlab-train of the tests adds: no progress bar, no model summary (tests read the output).
+QUIET_TRAIN = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false"]
+
+
 #: A Transformer LM small enough for a test: one 16-wide layer, windows of 16 tokens, batches of 4, 2 val batches.
 TINY_LM_NET = [
     "model=transformer",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_env
+from conftest import QUIET_TRAIN, train_env
 from inprocess import Result, call_entrypoint
 from PIL import Image
 
@@ -24,7 +24,7 @@ from genlab.nets.gan import DCGAN, MLPGAN
 from genlab.nets.mlp import MLPEncoderDecoder
 
 DIGITS = DataSpec(kind="image", shape=(1, 8, 8), num_classes=10, name="digits")
-QUIET = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false", "logger=csv"]
+QUIET = [*QUIET_TRAIN, "logger=csv"]
 # Whole epochs of the digits (22 batches of 64); cond_acc and FID on 200 class-balanced samples.
 LEARNING = [*QUIET, "model.conditional=true", "metrics.num_real=200", "metrics.num_fake=200"]
 CVAE = [*LEARNING, "trainer.max_epochs=3", "model.eval_iwae_k=0"]

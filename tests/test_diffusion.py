@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from conftest import QUIET_TRAIN
 
 from genlab.data.digits import DigitsDataModule
 from genlab.errors import ConfigError
@@ -19,7 +20,7 @@ from genlab.models.diffusion_paths import LinearPath, NoiseSchedule, estimates, 
 from genlab.models.diffusion_samplers import DDIM, Euler
 from genlab.nets.unet import UNet
 
-QUIET = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false"]
+QUIET = [*QUIET_TRAIN]
 #: A diffusion run on the digits small enough for a test: a UNet of 8 channels, 2 training batches per epoch for
 #: two epochs, few sampler steps, small sample sets, small evaluation batches.
 TINY_DIFFUSION = [

@@ -12,17 +12,19 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import QUIET_TRAIN
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 from genlab.data.digits import DigitsDataModule
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
-from genlab.models.gan import GAN, slerp
+from genlab.models.gan import GAN
 from genlab.models.gan_losses import LOSSES, discriminator_loss, generator_loss, gradient_penalty, r1_penalty
+from genlab.models.images import slerp
 from genlab.nets.gan import DCGAN, MLPGAN
 
-QUIET = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false"]
+QUIET = [*QUIET_TRAIN]
 # A GAN run on the digits: 5 batches per epoch for two epochs, small FID sample sets.
 TINY_GAN = ["model=gan", "debug=limit", "metrics.num_real=64", "metrics.num_fake=64", *QUIET]
 

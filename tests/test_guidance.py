@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_env
+from conftest import QUIET_TRAIN, train_env
 from inprocess import Result, call_entrypoint
 from PIL import Image
 from test_diffusion import TINY_DIFFUSION, digits_diffusion
@@ -46,8 +46,7 @@ LEARNING = [
     "metrics.num_real=200",
     "metrics.num_fake=200",
     "metrics.kid_subset_size=50",
-    "callbacks.progress_bar=null",
-    "trainer.enable_model_summary=false",
+    *QUIET_TRAIN,
 ]
 
 

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_LM_NET, train_env
+from conftest import QUIET_TRAIN, TINY_LM_NET, train_env
 from inprocess import console_script
 
 from genlab.interrupts import SIGTERM_STATUS, Terminated, stop_on_sigterm
 
-QUIET = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false", "callbacks.samples=null"]
+QUIET = [*QUIET_TRAIN, "callbacks.samples=null"]
 
 
 def start(root: Path, *arguments: str, env: dict[str, str] | None = None) -> subprocess.Popen:

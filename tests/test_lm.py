@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY_LM_NET, require_data
+from conftest import QUIET_TRAIN, TINY_LM_NET, require_data
 
 from genlab.data.text import PythonSourceDataModule, TextFileDataModule, TokenWindows
 from genlab.data.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, tokenizer_from_state
@@ -28,8 +28,7 @@ TINY_LM = [
     "model.scheduler.decay_steps=10",
     "model.scheduler.min_lr=1e-3",
     "model.sample_tokens=20",
-    "callbacks.progress_bar=null",
-    "trainer.enable_model_summary=false",
+    *QUIET_TRAIN,
 ]
 
 

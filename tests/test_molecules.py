@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import require_data, train_env
+from conftest import QUIET_TRAIN, require_data, train_env
 from inprocess import call_entrypoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -150,8 +150,7 @@ TINY_MOSES = [
     "metrics.num_reference=64",
     "metrics.drawn=8",
     "model.sample_sequences=4",
-    "callbacks.progress_bar=null",
-    "trainer.enable_model_summary=false",
+    *QUIET_TRAIN,
 ]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import music21
 import pytest
-from conftest import train_env
+from conftest import QUIET_TRAIN, train_env
 from inprocess import call_entrypoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -234,8 +234,7 @@ TINY_MUSIC = [
     "metrics.num_samples=6",
     "metrics.num_val_samples=2",
     "metrics.written=2",
-    "callbacks.progress_bar=null",
-    "trainer.enable_model_summary=false",
+    *QUIET_TRAIN,
 ]
 
 

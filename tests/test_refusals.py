@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_env
+from conftest import QUIET_TRAIN, train_env
 from inprocess import Result, call_entrypoint
 from omegaconf import OmegaConf
 
@@ -25,8 +25,7 @@ TINY = [
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
     "callbacks.samples=null",
-    "callbacks.progress_bar=null",
-    "trainer.enable_model_summary=false",
+    *QUIET_TRAIN,
 ]
 # The VAE whose run folder the cases below must not damage.
 VAE = [*TINY, "metrics=none", "model.eval_iwae_k=2"]

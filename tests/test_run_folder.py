@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_LM_NET, train_env
+from conftest import QUIET_TRAIN, TINY_LM_NET, train_env
 from inprocess import Result, call_entrypoint, console_script
 from omegaconf import OmegaConf
 
@@ -24,7 +24,7 @@ from genlab.sample import main as sample_main
 
 GENLAB_TRAIN, GENLAB_EVAL, GENLAB_SAMPLE = "genlab-train", "genlab-eval", "genlab-sample"
 
-QUIET = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false", "metrics=none"]
+QUIET = [*QUIET_TRAIN, "metrics=none"]
 # One training batch and one validation batch per epoch: a SIGTERM always stops a run between epochs.
 VAE = [
     "trainer.accelerator=cpu",

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import QUIET_TRAIN
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
@@ -20,7 +21,7 @@ from genlab.errors import ConfigError
 from genlab.metrics.feature_classifier import FEATURE_DIM, load_or_train
 from genlab.models.contracts import ImageGenerator
 
-QUIET = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false", "logger=csv"]
+QUIET = [*QUIET_TRAIN, "logger=csv"]
 
 
 @pytest.fixture(scope="module")

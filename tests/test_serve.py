@@ -19,11 +19,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TINY_LM_NET, train_env
+from conftest import QUIET_TRAIN, TINY_LM_NET, train_env
 from inprocess import call_entrypoint, console_script
 from PIL import Image
 
-QUIET = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false", "metrics=none"]
+QUIET = [*QUIET_TRAIN, "metrics=none"]
 VAE = [
     "test=false",
     "trainer.max_epochs=1",

@@ -13,7 +13,7 @@ import nbclient
 import nbformat
 import pytest
 import yaml
-from conftest import TINY_LM_NET, train_env
+from conftest import QUIET_TRAIN, TINY_LM_NET, train_env
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from inprocess import Result, call_entrypoint, run_console_script
@@ -32,8 +32,7 @@ TINY = [
     "trainer.limit_test_batches=1",
     "metrics=none",
     "callbacks.samples=null",
-    "callbacks.progress_bar=null",
-    "trainer.enable_model_summary=false",
+    *QUIET_TRAIN,
 ]
 TINY_VAE = [*TINY, "model.eval_iwae_k=2"]
 

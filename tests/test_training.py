@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import require_data
+from conftest import QUIET_TRAIN, require_data
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from genlab.callbacks.finite_loss import NonFiniteLossError, StopOnNonFiniteLoss
 
-QUIET = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false"]
+QUIET = [*QUIET_TRAIN]
 
 
 def csv_rows(run_dir) -> list[dict[str, str]]:

@@ -1,8 +1,9 @@
 """What each command in the docs does when the docs test runs it: the rules, one function per command.
 
 - `genlab-train|eval|sample|compare`: the real entrypoint, in this process, with the line's own arguments;
-  `genlab-train` gets TINY appended (each setting that its composed config has, and TINY_IF_SET's where it sets
-  them; none on `resume=`, `--help`, `--cfg`, nor over a key the line sweeps), so a 20-epoch recipe runs 2 epochs of 2 batches of a small net with small sample counts.
+  `genlab-train` gets TINY appended (each setting that its composed config has, TINY_IF_SET's where it sets
+  them, TINY_NETS' for its model/net; none on `resume=`, `--help`, `--cfg`, nor over a key the line sweeps), so
+  a 20-epoch recipe runs 2 epochs of 2 batches of a small net with small sample counts.
 - `genlab-serve`: the real entrypoint up to the server (settings checked, run loaded, app built); uvicorn is not
   started: `curl` lines are then sent to that app in this process (FastAPI's TestClient). Serving over a socket is
   tests/test_serve.py's.
@@ -24,13 +25,12 @@ import runpy
 import shlex
 import sys
 import time
-import tomllib
 import traceback
 from pathlib import Path
 from unittest import mock
 
+import tomllib
 import torch
-
 from docs_shell import REPO, UNKNOWN
 from hydra import compose, initialize_config_dir
 from inprocess import Result, call_entrypoint, process_state
@@ -49,9 +49,6 @@ TINY = [
     "data.eval_batch_size=64",
     # image models: small nets, few sampler steps, small sample sets
     "model.eval_iwae_k=2",
-    "model.net.width=8",
-    "model.net.channels=8",
-    "model.net.num_res_blocks=1",
     "model.timesteps=50",
     "model.sample_steps=4",
     "model.eval_steps=2",
@@ -60,9 +57,6 @@ TINY = [
     "metrics.num_fake=32",
     "metrics.kid_subset_size=16",
     # language models
-    "model.net.n_layer=1",
-    "model.net.n_head=2",
-    "model.net.n_embd=16",
     "data.block_size=16",
     "data.val_batches=2",
     "data.max_chars=50000",
@@ -75,7 +69,13 @@ TINY = [
     "model.sample_sequences=2",
 ]
 #: Appended only where the composed config sets the key (a step-based recipe): an epoch-based run keeps its epochs.
-TINY_IF_SET = ["trainer.max_steps=4", "trainer.val_check_interval=2"]
+TINY_IF_SET = ["trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.check_val_every_n_epoch=1"]
+#: Appended for the chosen model/net (the same key means different things in different nets).
+TINY_NETS = {
+    "dcgan": ["model.net.width=8"],
+    "unet": ["model.net.channels=8", "model.net.num_res_blocks=1"],
+    "gpt": ["model.net.n_layer=1", "model.net.n_head=2", "model.net.n_embd=16"],
+}
 GENLAB = ("genlab-train", "genlab-eval", "genlab-sample", "genlab-compare")
 NOT_RUN = ("pip", "pytest", "bash", "pre-commit", "mkdocs", "tensorboard")
 PROGRAMS = (*GENLAB, "genlab-serve", "curl", "python", "python3", *NOT_RUN)
@@ -175,7 +175,10 @@ def tiny(args: list[str]) -> list[str]:
     def value(setting: str) -> object:
         return OmegaConf.select(cfg, setting.split("=")[0], default=missing)
 
-    chosen = [s for s in TINY if value(s) is not missing] + [s for s in TINY_IF_SET if value(s) not in (missing, None, -1)]
+    chosen = [s for s in TINY if value(s) is not missing] + [
+        s for s in TINY_IF_SET if value(s) not in (missing, None, -1)
+    ]
+    chosen += TINY_NETS.get(cfg.hydra.runtime.choices.get("model/net"), [])
     return [setting for setting in chosen if setting.split("=")[0] not in swept]
 
 
@@ -245,4 +248,3 @@ def not_run(program: str, args: list[str], cwd: Path) -> Result:
     if key in checks:
         return Result(0, "", "") if checks[key]() else fail(f"{line}: its check failed")
     return fail(f"the docs use a command the docs test has no rule for: {line}")
-

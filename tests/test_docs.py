@@ -4,6 +4,7 @@ site builds with `mkdocs build --strict` (broken links and anchors fail it)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from docs_commands import PROGRAMS, Page
 from docs_shell import REPO, bash_blocks, logical_lines, pages, run_script, stray_gpu_markers
 
 PAGES = pages()
+#: A line `COMMAND || echo "exit status $?"` shows a refusal: the command must exit with status 2 (genlab's refusals).
+REFUSAL = '|| echo "exit status $?"'
 
 
 def page_id(page: Path) -> str:
@@ -45,20 +48,15 @@ def test_the_commands_of_the_page_run_as_written(page: Path, tmp_path: Path) -> 
     result = run_script(script, folder, env, handler, PROGRAMS, timeout=300)
     assert result.returncode == 0, f"{page_id(page)}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     assert handler.calls, f"{page_id(page)}: its blocks ran no command"
+    refusals = sum(line.count(REFUSAL) for block in blocks for line in block.text.splitlines())
+    refused = result.stdout.splitlines().count("exit status 2")
+    assert refused == refusals, f"{page_id(page)}: {refusals} lines show a refusal, {refused} exited with status 2"
+    if page_id(page) in PROMISES:
+        PROMISES[page_id(page)](folder, result.stdout)
 
 
-def test_the_walkthrough_leaves_what_it_promises(tmp_path: Path) -> None:
-    """docs/run-folders.md's walkthrough: a completed, resumed run with its evaluation, samples and an LM's text."""
-    import json
-
-    page = REPO / "docs" / "run-folders.md"
-    blocks = [b for b in bash_blocks(page) if "resume=$RUN" in b.text]
-    assert len(blocks) == 1
-    folder = tmp_path / "reader"
-    folder.mkdir()
-    env = {k: v for k, v in train_env(tmp_path / "unused").items() if k != "GENLAB_LOG_DIR"}
-    result = run_script(blocks[0].text, folder, env, Page(env), PROGRAMS, timeout=300)
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+def walkthrough_promises(folder: Path, stdout: str) -> None:
+    """docs/run-folders.md: a completed, resumed run with two evaluations, its samples, and the LM's text."""
     (run,) = (folder / "outputs" / "train" / "runs").iterdir()
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "completed" and len(manifest["resumes"]) == 1
@@ -67,7 +65,11 @@ def test_the_walkthrough_leaves_what_it_promises(tmp_path: Path) -> None:
     for name in ("samples", "reconstructions", "interpolation"):
         assert (run / "generated" / f"{name}.png").is_file(), name
     assert (folder / "outputs" / "lm" / "generated" / "text_000.txt").read_text().startswith("def ")
-    assert re.search(r"^-?\d+\.\d+ torch.Size\(\[16, 1, 8, 8\]\)$", result.stdout, flags=re.M), result.stdout[-2000:]
+    assert re.search(r"^-?\d+\.\d+ torch.Size\(\[16, 1, 8, 8\]\)$", stdout, flags=re.M), stdout[-2000:]
+
+
+#: What a page's commands must leave behind, beyond exiting 0.
+PROMISES = {"docs/run-folders.md": walkthrough_promises}
 
 
 def test_an_unknown_command_fails_the_page(tmp_path: Path) -> None:

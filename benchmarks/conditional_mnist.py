@@ -38,7 +38,7 @@ from rich.table import Table
 
 import genlab
 from genlab.metrics.feature_classifier import load_or_train
-from genlab.models.conditioning import conditioning_of
+from genlab.models.contracts import conditioning_of
 
 #: (unconditional, conditional) experiment pairs, compared at the same budget.
 PAIRS = (("vae_mnist", "cvae_mnist"), ("dcgan_mnist", "cdcgan_mnist"))

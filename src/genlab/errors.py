@@ -23,6 +23,10 @@ class InputError(GenlabError, ValueError):
     """Arguments given to a model at call time (token ids, labels, lengths) that do not fit it: not a config value."""
 
 
+class Pruned(Exception):
+    """A sweep's pruner stopped this run early: its manifest says `pruned`, which is not a failure."""
+
+
 class DataError(GenlabError):
     """Data that is missing, unreadable or does not fit the model."""
 

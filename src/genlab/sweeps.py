@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genlab.config import judged_by
-from genlab.errors import user_error_of
+from genlab.errors import Pruned, user_error_of
 from genlab.files import write_json_atomically
 from genlab.interrupts import SIGTERM_STATUS
 from genlab.run.layout import MANIFEST_FILE, METRICS_FILE
@@ -71,6 +71,9 @@ def run_sweep_job(
         if signals.terminated:
             sys.exit(SIGTERM_STATUS)
         raise
+    except Pruned as exc:
+        print(f"genlab-train: job {HydraConfig.get().job.num} {exc}", file=sys.stderr)
+        return worst
     except Exception as exc:
         job = HydraConfig.get().job.num
         if user_error_of(exc) is None:  # a bug: keep its traceback in the job's log
@@ -132,7 +135,7 @@ def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
     returns the jobs that did not complete."""
     job_dirs = sorted((p.parent for p in sweep_dir.glob(f"*/{MANIFEST_FILE}")), key=_job_order)
     jobs = [job_record(d) for d in job_dirs]
-    failed = [job for job in jobs if job["status"] != "completed"]
+    failed = [job for job in jobs if job["status"] not in ("completed", "pruned")]
     write_json_atomically(
         sweep_dir / SUMMARY_FILE,
         {"sweep_dir": str(sweep_dir), "jobs": len(jobs), "failed": len(failed), "runs": jobs},
@@ -144,11 +147,15 @@ def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
     for job in jobs:
         overrides = " ".join(o for o in job["overrides"] if o not in shared)  # what sets this job apart
         value = "" if job["value"] is None else f"{job['judged_metric']} = {job['value']:.4f}"
-        style = None if job["status"] == "completed" else "red"
+        style = None if job["status"] in ("completed", "pruned") else "red"
         table.add_row(job["job"], job["status"], overrides, value, job["error"] or "", style=style)
     console = Console(soft_wrap=True)
     console.print(table)
-    console.print(f"{len(jobs) - len(failed)} of {len(jobs)} jobs completed; summary: {sweep_dir / SUMMARY_FILE}")
+    pruned = sum(job["status"] == "pruned" for job in jobs)
+    ended = f"{len(jobs) - len(failed) - pruned} of {len(jobs)} jobs completed" + (
+        f", {pruned} pruned" if pruned else ""
+    )
+    console.print(f"{ended}; summary: {sweep_dir / SUMMARY_FILE}")
     console.print(f"compare them: genlab-compare {sweep_dir}")
     return failed
 

@@ -34,6 +34,7 @@ from genlab.run.lock import run_lock
 from genlab.run.manifest import Manifest
 from genlab.run.records import read_json, write_metrics
 from genlab.run.resume import resumed_config, use_one_wandb_run
+from genlab.sweeper.pruning import pruning_callbacks
 from genlab.sweeps import in_multirun, log_hparams, run_sweep_job
 
 # Data lives in memory and is batched by index: worker processes would only add start-up time.
@@ -102,6 +103,7 @@ def train(cfg: DictConfig) -> float | None:
     callbacks = instantiate_each(cfg.get("callbacks")) + metric_callbacks(cfg)
     # What makes the run folder resumable and loadable, whatever the configured callbacks.
     callbacks += [RandomState(), LoadableCheckpoint(), CheckpointOnInterrupt()]
+    callbacks += pruning_callbacks(cfg, judged_by(cfg)[0])
     loggers = instantiate_each(cfg.get("logger"))
     kept = kept_checkpoint(cfg, run_dir)
     checkpoint_io = RunCheckpointIO(keep=[kept] if kept else [])

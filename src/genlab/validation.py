@@ -28,6 +28,8 @@ ROOT_SETTINGS: dict[str, Any] = {
     "test": bool,
     "ckpt_path": str | None,
     "resume": str | None,
+    # where the trial of a job of genlab's Optuna sweeper lives: storage, study and trial number (conf/train.yaml)
+    "optuna": dict[str, str | int | None],
 }
 #: Top-level groups: each holds a node with a `_target_`, a mapping of them (callbacks, logger), or nothing.
 ROOT_GROUPS = ("data", "model", "trainer", "metrics", "callbacks", "logger", "paths")

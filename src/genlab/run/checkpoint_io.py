@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
-from genlab.errors import ConfigError, check
+from genlab.errors import NON_FINITE_ADVICE, ConfigError, NumericalError, check
 from genlab.files import atomic_write
 from genlab.run.checkpoints import check_checkpoint_file
 
@@ -23,6 +23,16 @@ MODEL_KEY = "genlab_model"
 def model_class_name(model: torch.nn.Module) -> str:
     """The model's class as the config's `model._target_` names it."""
     return f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+def check_finite_weights(checkpoint: dict[str, Any], path: Path) -> None:
+    """Refuse to save weights that hold NaN or infinity: the checkpoint before them stays the last good one."""
+    for name, tensor in checkpoint.get("state_dict", {}).items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NumericalError(
+                f"the weights became non-finite ({name}) by step {checkpoint.get('global_step')}, so {path.name} "
+                f"was not written; {NON_FINITE_ADVICE}; the checkpoints saved before are kept"
+            )
 
 
 class RunCheckpointIO(TorchCheckpointIO):
@@ -38,6 +48,7 @@ class RunCheckpointIO(TorchCheckpointIO):
         self.superseded: set[Path] = set()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        check_finite_weights(checkpoint, Path(path))
         with atomic_write(Path(path)) as partial:
             super().save_checkpoint(checkpoint, partial, storage_options)
 

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from genlab.comparison.reading import MISSING, RunRecord, _number, find_runs
 from genlab.errors import DataError
+from genlab.files import atomic_write, write_text_atomically
 from genlab.run.layout import EVALS_DIR
 
 
@@ -104,9 +105,9 @@ class SweepTable:
     def write(self, out_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
         markdown, table = out_dir / "comparison.md", out_dir / "comparison.csv"
-        markdown.write_text(self.to_markdown())
+        write_text_atomically(markdown, self.to_markdown())
         records = self.records()
-        with table.open("w", newline="") as f:
+        with atomic_write(table) as partial, partial.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(records[0]) if records else self.columns())
             writer.writeheader()
             writer.writerows(records)

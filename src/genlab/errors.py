@@ -55,7 +55,10 @@ def machine_error(exc: OSError, path: os.PathLike | str | None = None, then: str
     where = path if path is not None else exc.filename
     reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
     name = errno.errorcode.get(exc.errno or 0, "")
-    return MachineError(f"cannot write {where}: {reason} ({name}); {advice}{then}")
+    # A folder above the path is where it went wrong (a file where a folder should be): name that one too.
+    above = exc.filename and where and os.fspath(where).startswith(os.fspath(exc.filename) + os.sep)
+    at = f" at {exc.filename}" if above else ""
+    return MachineError(f"cannot write {where}: {reason} ({name}){at}; {advice}{then}")
 
 
 def out_of_memory(exc: BaseException) -> bool:

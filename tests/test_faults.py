@@ -101,7 +101,7 @@ def test_a_full_disk_keeps_the_last_good_file_and_says_so(disks: dict[str, Path]
     checkpoints = RunCheckpointIO()
     last = folder / "checkpoints" / "last.ckpt"
     checkpoints.save_checkpoint({"state_dict": {"w": torch.ones(100)}, "global_step": 7}, last)
-    with pytest.raises(MachineError, match="last.ckpt: No space left on device"):
+    with pytest.raises(MachineError, match=r"last\.ckpt: No space left on device"):
         checkpoints.save_checkpoint({"state_dict": {"w": torch.ones(200_000)}, "global_step": 8}, last)
     assert read_checkpoint(last)["global_step"] == 7
     no_partial_files(folder)
@@ -125,18 +125,17 @@ def test_read_only_folders_and_paths_of_the_wrong_kind_are_one_line(disks: dict[
     with pytest.raises(MachineError, match=r"Not a directory \(ENOTDIR\); a part of that path is a file"):
         writable_folder(a_file / "evals")
     (tmp_path / "a_folder").mkdir()
-    with pytest.raises(MachineError, match=r"Is a directory \(EISDIR\); that path is a folder"):
-        with atomic_write(tmp_path / "a_folder") as partial:
-            partial.write_text("x")
+    folder_error = pytest.raises(MachineError, match=r"Is a directory \(EISDIR\); that path is a folder")
+    with folder_error, atomic_write(tmp_path / "a_folder") as partial:
+        partial.write_text("x")
     assert a_file.read_text() == "kept"
     no_partial_files(tmp_path)
 
     # The manifest cannot be marked failed on a read-only disk: the run's own error is what the user sees.
     manifest = Manifest(tmp_path / "run", 0, [])
-    with pytest.raises(ZeroDivisionError):
-        with manifest.track():
-            manifest.path = readonly / "manifest.json"
-            raise ZeroDivisionError
+    with pytest.raises(ZeroDivisionError), manifest.track():
+        manifest.path = readonly / "manifest.json"
+        raise ZeroDivisionError
 
 
 def test_out_of_memory_and_autograd_anomalies_are_one_line() -> None:

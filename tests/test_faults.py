@@ -72,8 +72,16 @@ def disks(tmp_path_factory) -> Iterator[dict[str, Path]]:
 
 
 def no_partial_files(folder: Path) -> None:
+    """No temporary file left, and every JSON, YAML and checkpoint file under `folder` reads back whole."""
     left = [p for p in folder.rglob("*.tmp")]
     assert not left, f"half-written files left behind: {left}"
+    for path in folder.rglob("*"):
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".yaml":
+            OmegaConf.load(path)
+        elif path.suffix == ".ckpt":
+            read_checkpoint(path)
 
 
 def one_line(result: Result, *fragments: str, program: str = "genlab-train") -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import nbclient
 import nbformat
 import pytest
+import torch
 import yaml
 from conftest import QUIET_TRAIN, TINY_LM_NET, train_env
 from hydra.core.hydra_config import HydraConfig
@@ -198,11 +199,18 @@ def test_submitit_local_runs_a_job_to_completion(tmp_path: Path) -> None:
 
 
 def test_ddp_inside_a_multirun_leaves_one_folder_per_job(tmp_path: Path) -> None:
-    sweep = Sweep(tmp_path, "trainer=ddp_sim", "seed=1,2", *TINY_VAE, process=True)
+    """Two CPU processes (DDP) in one job of a sweep: one run folder, the steps of both processes' batches, and
+    metrics.json naming the checkpoint it evaluated. One job: every job of a sweep starts its DDP workers alike."""
+    sweep = Sweep(tmp_path, "trainer=ddp_sim", "seed=1", *TINY_VAE, process=True)
     assert sweep.process.returncode == 0, sweep.process.stderr[-4000:]
-    assert [job.name for job in sweep.jobs] == ["0", "1"]
-    assert [sweep.json(job, "manifest.json")["seed"] for job in sweep.jobs] == [1, 2]
-    assert all(sweep.json(job, "manifest.json")["status"] == "completed" for job in sweep.jobs)
+    (job,) = sweep.jobs
+    manifest, metrics = sweep.json(job, "manifest.json"), sweep.json(job, "metrics.json")
+    assert (manifest["seed"], manifest["status"]) == (1, "completed")
+    assert math.isfinite(metrics["val/elbo"]) and math.isfinite(metrics["test/elbo"])
+    # Each process ran 2 batches per epoch (trainer.limit_train_batches=2): 2 epochs -> 4 optimizer steps.
+    assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    best = torch.load(job / metrics["checkpoint"], weights_only=False)
+    assert (metrics["epoch"], metrics["global_step"]) == (best["epoch"], best["global_step"])
     # Nothing beside the sweep folder: the DDP workers joined their job instead of starting sweeps or runs.
     assert [p.name for p in (sweep.log_dir / "train").iterdir()] == ["multiruns"]
 

@@ -49,18 +49,6 @@ def test_short_mnist_run_drives_val_elbo_down(genlab_train) -> None:
     assert metrics["test/bpd"] == pytest.approx(metrics["test/elbo"] / (784 * math.log(2)), rel=1e-5)
 
 
-def test_ddp_on_two_cpu_processes(genlab_train) -> None:
-    run = genlab_train.process("trainer=ddp_sim", "debug=limit", "logger=csv", *QUIET).check()
-    assert len(run.new_dirs) == 1, f"DDP created extra run folders: {run.new_dirs}"
-    metrics = run.metrics
-    assert math.isfinite(metrics["val/elbo"]) and math.isfinite(metrics["test/elbo"])
-    # Each of the 2 processes ran 5 batches per epoch: 2 epochs -> 10 optimizer steps.
-    assert torch.load(run.dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 10
-    # metrics.json names the step of the checkpoint it evaluated.
-    best = torch.load(run.dir / metrics["checkpoint"], weights_only=False)
-    assert (metrics["epoch"], metrics["global_step"]) == (best["epoch"], best["global_step"])
-
-
 @pytest.mark.parametrize("net", ["mlp", "conv"])
 def test_bf16_mixed_precision_on_cpu(genlab_train, net: str) -> None:
     run = genlab_train(

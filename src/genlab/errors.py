@@ -21,6 +21,10 @@ class ConfigError(GenlabError, ValueError):
     """A config value that can never work, detected before any data is loaded."""
 
 
+class InputError(GenlabError, ValueError):
+    """Arguments given to a model at call time (token ids, labels, lengths) that do not fit it: not a config value."""
+
+
 class DataError(GenlabError):
     """Data that is missing, unreadable or does not fit the model."""
 

@@ -128,6 +128,9 @@ class SequenceDataModule(pl.LightningDataModule, ABC):
         self.num_workers = num_workers
         self.tokenizer: SymbolTokenizer | None = None
         self.items: dict[str, list[str]] = {}
+        #: The source's whole training split as read, before validation (and test) are drawn from it and
+        #: `max_train` subsets it: what MOSES' novelty compares samples with.
+        self.training_split: list[str] = []
         self.datasets: dict[str, WholeSequences] = {}
         self.tokens_per_char = 1.0
 
@@ -154,7 +157,9 @@ class SequenceDataModule(pl.LightningDataModule, ABC):
         """Read, split and tokenize once (the vocabulary and the longest sequence are needed to build the model)."""
         if self.tokenizer is not None:
             return
-        splits = split_corpus(self.read_corpus(), self.val_size, self.test_size, self.max_train, self.split_seed)
+        corpus = self.read_corpus()
+        self.training_split = corpus.get("train", [])
+        splits = split_corpus(corpus, self.val_size, self.test_size, self.max_train, self.split_seed)
         pieces: dict[str, list[list[str]]] = {}
         for split, items in splits.items():
             kept, pieces[split] = [], []

@@ -122,7 +122,7 @@ def request(i: int) -> tuple[str, str, dict[str, Any] | bytes | None, str]:
     if slot == 8:
         bad = [{"prompt": "a", "max_tokens": 10_000}, {"prompt": "a", "presence_penalty": 1}, {"prompt": "\u2603"}]
         return "text", "/v1/completions", bad[i % len(bad)], "bad request"
-    return ("image", "text")[i % 2], "/info", None, "no key" if i % 4 < 2 else "wrong key"
+    return ("image", "text")[i // 10 % 2], "/info", None, "no key" if i // 20 % 2 else "wrong key"
 
 
 async def one(http: dict[str, httpx.AsyncClient], key: str, i: int) -> tuple[str, int, float]:

@@ -80,8 +80,11 @@ def create_app(run: LoadedRun, settings: ServeSettings) -> FastAPI:
         lifespan=lifespan,
     )
     counts: Counter = Counter()
-    # The last added is the outermost: every answer is counted, a refused key costs no model time.
+    # The last added is the outermost: every answer is counted, a refused key costs no model time, and a browser
+    # page of a listed origin can read the 401 too.
     app.add_middleware(TimeLimit, seconds=settings.request_timeout)
+    if (key := api_key_of(settings.api_key)) is not None:
+        app.add_middleware(ApiKeyGuard, api_key=key)
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -92,8 +95,6 @@ def create_app(run: LoadedRun, settings: ServeSettings) -> FastAPI:
             allow_headers=["authorization", "content-type"],
             expose_headers=[SEED_HEADER, BATCH_HEADER],
         )
-    if (key := api_key_of(settings.api_key)) is not None:
-        app.add_middleware(ApiKeyGuard, api_key=key)
     app.add_middleware(RequestLimits, max_bytes=settings.max_request_bytes, counts=counts)
     if is_text:
         request_model = completions_request_model(settings)

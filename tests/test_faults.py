@@ -25,7 +25,7 @@ from genlab import building
 from genlab.building import build
 from genlab.cache import cached
 from genlab.callbacks.finite_loss import anomaly_error
-from genlab.errors import ConfigError, MachineError, user_error_of
+from genlab.errors import ConfigError, MachineError, NumericalError, user_error_of
 from genlab.files import atomic_write, writable_folder, write_json_atomically, write_text_atomically
 from genlab.models.vae import VAE
 from genlab.run.checkpoint_io import RunCheckpointIO, read_checkpoint
@@ -111,6 +111,9 @@ def test_a_full_disk_keeps_the_last_good_file_and_says_so(disks: dict[str, Path]
     checkpoints.save_checkpoint({"state_dict": {"w": torch.ones(100)}, "global_step": 7}, last)
     with pytest.raises(MachineError, match=r"last\.ckpt: No space left on device"):
         checkpoints.save_checkpoint({"state_dict": {"w": torch.ones(200_000)}, "global_step": 8}, last)
+    assert read_checkpoint(last)["global_step"] == 7
+    with pytest.raises(NumericalError, match=r"the weights became non-finite \(w\) by step 9, so last.ckpt was not"):
+        checkpoints.save_checkpoint({"state_dict": {"w": torch.tensor([1.0, math.nan])}, "global_step": 9}, last)
     assert read_checkpoint(last)["global_step"] == 7
     no_partial_files(folder)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -111,8 +112,14 @@ def test_a_request_over_the_time_limit_gets_504_and_the_server_goes_on(tmp_path:
         assert error["type"] == "server_error" and "request_timeout=0.3 s" in error["message"]
         time.sleep(0.4)  # the model thread finishes the drawing nobody waits for any more (a pass is not cut)
         assert slow.post("/v1/images", json={"n": 1, "steps": 1}).status_code == 200
-        answers = slow.get("/info").json()["answers"]
-        assert answers == {"5xx": 1, "2xx": 1}
+
+        # Two requests over the limit at once: the one still queued when it is given up is never drawn.
+        model.calls.clear()
+        with ThreadPoolExecutor(2) as pool:
+            statuses = list(pool.map(lambda s: slow.post("/v1/images", json={"n": 1, "steps": s}).status_code, (5, 4)))
+        time.sleep(0.6)
+        assert statuses == [504, 504] and sum(call[0] == "sample" for call in model.calls) == 1, model.calls
+        assert slow.get("/info").json()["answers"] == {"5xx": 3, "2xx": 1}
 
 
 def test_a_stream_over_the_time_limit_ends_with_an_error_event_and_stops_its_producer() -> None:

@@ -27,12 +27,18 @@ def model_class_name(model: torch.nn.Module) -> str:
 
 def check_finite_weights(checkpoint: dict[str, Any], path: Path) -> None:
     """Refuse to save weights that hold NaN or infinity: the checkpoint before them stays the last good one."""
-    for name, tensor in checkpoint.get("state_dict", {}).items():
-        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise NumericalError(
-                f"the weights became non-finite ({name}) by step {checkpoint.get('global_step')}, so {path.name} "
-                f"was not written; {NON_FINITE_ADVICE}; the checkpoints saved before are kept"
-            )
+    state = checkpoint.get("state_dict", {})
+    weights = {name: t for name, t in state.items() if torch.is_tensor(t) and t.is_floating_point()}
+    if not weights:
+        return
+    finite = torch.stack([torch.isfinite(t).all().to("cpu", non_blocking=True) for t in weights.values()])
+    if bool(finite.all()):  # one wait for the device, however many tensors
+        return
+    name = next(name for name, ok in zip(weights, finite.tolist(), strict=True) if not ok)
+    raise NumericalError(
+        f"the weights became non-finite ({name}) by step {checkpoint.get('global_step')}, so {path.name} was not "
+        f"written; {NON_FINITE_ADVICE}; the checkpoints saved before are kept"
+    )
 
 
 class RunCheckpointIO(TorchCheckpointIO):

@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
         "genlab.validation",
         "genlab.trust",
         "genlab.files",
+        "genlab.building",
         "genlab.upstream",
         "genlab.extras",
         "genlab.interrupts",

@@ -102,24 +102,29 @@ def log_hparams(loggers: list[Any], metrics: Mapping[str, float]) -> None:
             writer.flush()
 
 
-def read_json_or_empty(path: Path) -> dict[str, Any]:
-    """A run folder's JSON file, or {} when it is missing or half-written (a job of the sweep may still run)."""
+def read_json_or_empty(path: Path, damaged: list[str]) -> dict[str, Any]:
+    """A run folder's JSON file, or {} when it is missing, or damaged (its one line added to `damaged`)."""
     try:
         return read_json(path) or {}
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
+        damaged.append(str(exc))
         return {}
 
 
 def job_record(job_dir: Path) -> dict[str, Any]:
-    """A job's status, error line, overrides and judged metric, from its manifest and metrics.json."""
-    manifest = read_json_or_empty(job_dir / MANIFEST_FILE)
-    metrics = read_json_or_empty(job_dir / METRICS_FILE)
+    """A job's status, error line, overrides and judged metric, from its manifest and metrics.json; a job whose
+    files are damaged is `unreadable`, with the line naming the file."""
+    damaged: list[str] = []
+    manifest = read_json_or_empty(job_dir / MANIFEST_FILE, damaged)
+    metrics = read_json_or_empty(job_dir / METRICS_FILE, damaged)
     judged = metrics.get("judged_metric")
+    if damaged:
+        log.warning("job %s is unreadable: %s", job_dir.name, damaged[0])
     return {
         "job": job_dir.name,
         "folder": str(job_dir),
-        "status": manifest.get("status", "missing manifest"),
-        "error": manifest.get("error"),
+        "status": "unreadable" if damaged else manifest.get("status", "missing manifest"),
+        "error": damaged[0] if damaged else manifest.get("error"),
         "overrides": manifest.get("overrides", []),
         "judged_metric": judged,
         "value": metrics.get(judged) if judged else None,
@@ -141,7 +146,8 @@ def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
         {"sweep_dir": str(sweep_dir), "jobs": len(jobs), "failed": len(failed), "runs": jobs},
     )
     shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if jobs else set()
-    table = Table(title=f"sweep {sweep_dir}")
+    unreadable = sum(job["status"] == "unreadable" for job in jobs)
+    table = Table(title=f"sweep {sweep_dir}" + (f" ({unreadable} unreadable jobs)" if unreadable else ""))
     for column in ("job", "status", "overrides", "judged metric", "error"):
         table.add_column(column, overflow="fold")
     for job in jobs:

@@ -6,7 +6,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Any
 
 from pytorch_lightning.utilities import rank_zero_only
 
-from genlab.errors import Pruned, user_error_of
+from genlab.errors import MachineError, Pruned, user_error_of
 from genlab.files import write_json_atomically
 from genlab.run.layout import MANIFEST_FILE
 from genlab.run.records import read_json
@@ -111,7 +111,8 @@ class Manifest:
             raise
         except BaseException as exc:
             error = user_error_of(exc) or exc
-            self.end("failed", f"{type(error).__name__}: {error}")
+            with suppress(MachineError):  # a full or read-only disk: the run's own error says so, not this one
+                self.end("failed", f"{type(error).__name__}: {error}")
             raise
         self.end("completed", None)
 

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import statistics
 from pathlib import Path
 
@@ -258,3 +259,38 @@ def test_compare_notebook_runs_on_a_sweep(grid: Sweep, monkeypatch, tmp_path: Pa
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert any("| best | model.latent_dim |" in o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # curves, val/elbo against latent_dim
+
+
+def test_an_interrupted_grid_sweep_continues_in_its_folder(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "grid"
+    command = ["model.latent_dim=4,8,16", f"hydra.sweep.dir={sweep_dir}", *TINY_VAE]
+    first = Sweep(tmp_path, *command)
+    assert first.process.returncode == 0, first.process.stderr[-3000:]
+    completed = {p: p.read_bytes() for p in sorted((sweep_dir / "0").rglob("*")) if p.is_file()}
+    # As a sweep killed during job 1 leaves it (its last.ckpt kept), before job 2 started.
+    manifest = first.json(first.jobs[1], "manifest.json")
+    (first.jobs[1] / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
+    (first.jobs[1] / "metrics.json").unlink()
+    shutil.rmtree(first.jobs[2])
+
+    again = Sweep(tmp_path, *command, "resume=true")
+    assert again.process.returncode == 0, again.process.stderr[-3000:]
+    assert "job 0 completed before: kept as it is" in again.process.stdout
+    assert {p: p.read_bytes() for p in sorted((sweep_dir / "0").rglob("*")) if p.is_file()} == completed
+    resumed = again.json(again.jobs[1], "manifest.json")
+    assert resumed["status"] == "completed" and resumed["resumes"][0]["previous_status"] == "interrupted"
+    assert (again.jobs[1] / "metrics.json").is_file()
+    assert again.json(again.jobs[2], "manifest.json")["status"] == "completed"
+    assert again.json(again.jobs[2], "manifest.json")["overrides"][0] == "model.latent_dim=16"
+    assert (again.summary["jobs"], again.summary["failed"]) == (3, 0)
+
+    changed = call_entrypoint("genlab-train", ["-m", "model.latent_dim=4,32", *command[1:], "resume=true"],
+                              cwd=tmp_path, env=train_env(tmp_path / "outputs"))  # fmt: skip
+    assert changed.returncode == 2
+    assert (
+        "holds a sweep of other settings (differing: model.latent_dim=4,32 model.latent_dim=4,8,16)"
+        in (changed.stderr.strip().splitlines()[-1])
+    )
+    alone = call_entrypoint("genlab-train", ["resume=true"], cwd=tmp_path, env=train_env(tmp_path / "outputs"))
+    message = "resume=true continues a sweep: give it with -m and hydra.sweep.dir=SWEEP_FOLDER"
+    assert (alone.returncode, alone.stderr.strip()) == (2, f"genlab-train: error: {message}")

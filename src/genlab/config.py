@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from genlab.run.layout import LAYOUT
+from genlab.run.layout import CONFIG_FILE, HYDRA_DIR, LAYOUT
 
 
 def config_dir() -> Path:
@@ -123,6 +123,12 @@ def _run_name() -> str:
     return shared_run_id() or f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
 
 
+def _config_subdir(output_dir: str) -> str | None:
+    """`${config_subdir:${hydra.runtime.output_dir}}`: where Hydra saves the job's config (.hydra), or null when the
+    folder already holds a saved config (a resumed run, a job of a continued sweep), which is never overwritten."""
+    return None if (Path(output_dir) / CONFIG_FILE).is_file() else HYDRA_DIR
+
+
 def register_resolvers() -> None:
     """Register genlab's resolvers once; safe to call again."""
     # Cached, so a config resolves it once (the folder Hydra creates is the folder the job writes).
@@ -133,6 +139,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver(
         "if_set", lambda value, then, otherwise: otherwise if value is None else then, replace=True
     )
+    OmegaConf.register_new_resolver("config_subdir", _config_subdir, replace=True)
     OmegaConf.register_new_resolver("sweep_name", _sweep_name, replace=True)
     OmegaConf.register_new_resolver("ddp_strategy", _ddp_strategy, replace=True)
     OmegaConf.register_new_resolver("gpu_precision", _gpu_precision, replace=True)

@@ -21,7 +21,7 @@ from genlab.config import judged_by
 from genlab.errors import Pruned, user_error_of
 from genlab.files import write_json_atomically
 from genlab.interrupts import SIGTERM_STATUS
-from genlab.run.layout import MANIFEST_FILE, METRICS_FILE
+from genlab.run.layout import CHECKPOINTS, CONFIG_FILE, LAST, MANIFEST_FILE, METRICS_FILE
 from genlab.run.records import read_json
 from genlab.upstream import ddp_workers_run_this_job, parse_hydra_overrides, tensorboard_file_writer
 
@@ -129,6 +129,22 @@ def job_record(job_dir: Path) -> dict[str, Any]:
         "judged_metric": judged,
         "value": metrics.get(judged) if judged else None,
     }
+
+
+def held_run(job_dir: Path) -> str | None:
+    """What a job's folder holds when its sweep is continued (`-m ... resume=true`): `completed` (kept as it is),
+    `resumable` (a run with a last.ckpt, continued from it), or None (nothing to continue: the job starts anew)."""
+    if job_record(job_dir)["status"] == "completed" and (job_dir / METRICS_FILE).is_file():
+        return "completed"
+    if (job_dir / CONFIG_FILE).is_file() and (job_dir / CHECKPOINTS / f"{LAST}.ckpt").is_file():
+        return "resumable"
+    return None
+
+
+def kept_job_value(job_dir: Path) -> float | None:
+    """A completed job of a continued sweep: left as it is, its judged metric returned again."""
+    print(f"genlab-train: job {job_dir.name} completed before: kept as it is ({job_dir})")
+    return job_record(job_dir)["value"]
 
 
 def _job_order(path: Path) -> tuple[int, str]:

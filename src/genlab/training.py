@@ -38,7 +38,7 @@ from genlab.run.manifest import Manifest
 from genlab.run.records import read_json, write_metrics
 from genlab.run.resume import resumed_config, use_one_wandb_run
 from genlab.sweeper.pruning import pruning_callbacks
-from genlab.sweeps import in_multirun, log_hparams, run_sweep_job
+from genlab.sweeps import held_run, in_multirun, kept_job_value, log_hparams, run_sweep_job
 
 # Data lives in memory and is batched by index: worker processes would only add start-up time.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -170,9 +170,16 @@ def run_job(cfg: DictConfig) -> float | None:
     with exit status 143.
     """
     overrides = list(HydraConfig.get().overrides.task)
-    with stop_on_sigterm() as signals, writing(Path(cfg.paths.output_dir)):
+    run_dir = Path(cfg.paths.output_dir)
+    continued = cfg.get("resume") is True  # -m ... resume=true: the job's folder may hold its run already
+    if continued and held_run(run_dir) == "completed":
+        return kept_job_value(run_dir)  # only read: not even its lock file is touched
+    with stop_on_sigterm() as signals, writing(run_dir):
+        if continued:
+            cfg.resume = str(run_dir) if held_run(run_dir) == "resumable" else None
         if cfg.get("resume"):
-            cfg = resumed_config(cfg.resume, overrides)
+            # A job of a continued sweep resumes with its saved config as it is: that is the job's config.
+            cfg = resumed_config(cfg.resume, [] if continued else overrides)
             manifest = Manifest.resumed(Path(cfg.paths.output_dir), cfg.seed, overrides)
         else:
             manifest = Manifest(Path(cfg.paths.output_dir), cfg.seed, overrides)

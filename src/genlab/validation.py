@@ -27,7 +27,7 @@ ROOT_SETTINGS: dict[str, Any] = {
     "seed": int,
     "test": bool,
     "ckpt_path": str | None,
-    "resume": str | None,
+    "resume": str | bool | None,  # RUN_DIR, or true to continue a sweep (-m) in hydra.sweep.dir
     # where the trial of a job of genlab's Optuna sweeper lives: storage, study and trial number (conf/train.yaml)
     "optuna": dict[str, str | int | None],
 }

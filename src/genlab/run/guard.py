@@ -36,6 +36,8 @@ class RefuseUsedFolders(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(config.hydra.sweep.dir)
+        if config.get("resume") is True:
+            return  # -m ... resume=true: the same sweep continues there (genlab.run.resume.check_sweep_resume)
         if (folder / STUDY_FILE).is_file() and str(config.hydra.sweeper.get("_target_", "")).endswith(OPTUNA):
             return  # the Optuna sweeper continues its study there, each new trial in a folder of its own
         self._refuse(folder, "hydra.sweep.dir", "compare it with genlab-compare")

@@ -8,6 +8,7 @@ A refused resume changes nothing in the folder; the accepted changes are written
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -16,7 +17,7 @@ from genlab.errors import check
 from genlab.files import write_text_atomically
 from genlab.run.checkpoints import check_checkpoint_file, last_checkpoint
 from genlab.run.config import apply_overrides, read_config, run_config
-from genlab.run.layout import CONFIG_FILE, check_run_dir
+from genlab.run.layout import CONFIG_FILE, MULTIRUN_FILE, check_run_dir
 from genlab.run.lock import busy_message, holder
 from genlab.settings import PositiveInt
 from genlab.validation import check_value
@@ -60,8 +61,10 @@ def check_resume(arguments: list[str]) -> None:
     resume = resume_argument(arguments)
     if resume is None:
         return
+    if {"-m", "--multirun"} & set(arguments) or resume == "true":
+        check_sweep_resume(arguments, resume)
+        return
     run_dir = check_run_dir(resume, "resume")
-    check(not {"-m", "--multirun"} & set(arguments), "resume= continues one run; it cannot be part of a sweep (-m)")
     changes = changes_of(arguments)
     unsafe = [_key(o) for o in changes if _key(o) not in RESUMABLE]
     check(
@@ -77,6 +80,32 @@ def check_resume(arguments: list[str]) -> None:
     check_checkpoint_file(last_checkpoint(cfg, run_dir), "resume")
     who = holder(run_dir)
     check(who is None, busy_message(run_dir, who or {}))
+
+
+def check_sweep_resume(arguments: list[str], resume: str) -> None:
+    """`genlab-train -m OVERRIDES hydra.sweep.dir=SWEEP resume=true` continues that sweep with the same overrides:
+    refused in one line unless SWEEP holds a sweep of exactly these settings."""
+    multirun = bool({"-m", "--multirun"} & set(arguments))
+    check(multirun, "resume=true continues a sweep: give it with -m and hydra.sweep.dir=SWEEP_FOLDER")
+    check(
+        resume == "true",
+        "in a sweep (-m), resume=true continues the sweep in hydra.sweep.dir; resume=RUN_DIR is for one run",
+    )
+    given = [a.partition("=")[2] for a in arguments if _key(a) == "hydra.sweep.dir"]
+    check(bool(given), "resume=true continues the sweep in hydra.sweep.dir: give hydra.sweep.dir=SWEEP_FOLDER")
+    sweep_dir = Path(given[-1]).expanduser()
+    check(
+        (sweep_dir / MULTIRUN_FILE).is_file(),
+        f"hydra.sweep.dir={given[-1]} holds no sweep to continue (no {MULTIRUN_FILE}); drop resume=true to start one",
+    )
+    saved = changes_of(list(OmegaConf.load(sweep_dir / MULTIRUN_FILE).hydra.overrides.task))
+    asked = changes_of([a for a in arguments if a not in ("-m", "--multirun")])
+    differ = sorted(set(saved) ^ set(asked))
+    check(
+        not differ,
+        f"hydra.sweep.dir={given[-1]} holds a sweep of other settings (differing: {' '.join(differ)}); resume=true "
+        f"continues the same sweep: repeat its overrides, or start the new sweep in another folder",
+    )
 
 
 def resumed_config(resume: str, overrides: list[str]) -> DictConfig:

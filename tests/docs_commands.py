@@ -160,7 +160,7 @@ def fail(message: str) -> Result:
 
 def tiny(args: list[str]) -> list[str]:
     """TINY's settings that the composed config of `genlab-train args` has, unless the line swept them."""
-    if any(a.startswith(("resume=", "--help", "--cfg", "-h")) for a in args):
+    if any(a.startswith(("resume=", "--help", "--cfg", "-h")) and a != "resume=true" for a in args):
         return []
     overrides = [a for a in args if "=" in a and not a.startswith("-")]
     swept = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "," in o.split("=", 1)[1] and "-m" in args}

@@ -71,7 +71,7 @@ def stray_gpu_markers(page: Path) -> list[int]:
 def prelude(programs: Sequence[str], ipc: Path) -> str:
     """Bash functions that forward each program's argv, folder and exported environment to this process."""
     forward = "\n".join(f'{name}() {{ __docs_call {name} "$@"; }}' for name in programs)
-    return f"""set -Eeuo pipefail
+    return f"""set -euo pipefail
 trap 'echo "docs: the command that failed: $BASH_COMMAND" >&2' ERR
 __docs_call() {{
   local name code ipc={ipc}

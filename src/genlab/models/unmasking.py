@@ -2,9 +2,9 @@
 
 `ancestral` is MDLM's sampler: going from time t to s = t - 1/steps, each masked token is revealed with chance
 (t - s) / t (the log-linear schedule's reverse step), as a token drawn from the net's p(x0 | x_t); the last step
-reveals the rest. The net is only called again once something changed, so with more steps than positions most steps
-cost nothing (MDLM's caching). `confidence` is MaskGIT's order: each step draws every masked position and keeps
-the most probable draws, as many as the schedule reveals, so the easy positions come first.
+reveals the rest. Where a step reveals nothing, neither the net nor the draw runs, so with more steps than positions
+most steps cost nothing (MDLM's caching). `confidence` is MaskGIT's order: each step draws every masked position and
+keeps the most probable draws, as many as the schedule reveals, so the easy positions come first.
 
 Positions that are not [MASK] at the start (a prompt, the context around a gap) are never changed.
 """
@@ -39,24 +39,20 @@ def unmask(
     """x with every [MASK] position filled in, revealed over at most `steps` steps."""
     schedule = LogLinearSchedule()
     x = x.clone()
-    log_probs: Tensor | None = None
     for i in range(steps):
         masked = x == mask_id
         if not bool(masked.any()):
             break
-        if log_probs is None:  # recomputed only after a step revealed something
-            log_probs = denoise(x)
-        t, s = 1 - i / steps, 1 - (i + 1) / steps
-        drawn = GPT._sample(log_probs[masked], temperature, top_k, top_p, generator)[:, 0]
-        proposal = torch.zeros_like(x).masked_scatter(masked, drawn)
+        chance = schedule.reveal_chance(1 - i / steps, 1 - (i + 1) / steps)
         if order == "ancestral":
-            chance = torch.rand(x.shape, generator=generator, device=x.device)
-            reveal = masked & (chance < schedule.reveal_chance(t, s))
+            reveal = masked & (torch.rand(x.shape, generator=generator, device=x.device) < chance)
+            if bool(reveal.any()):  # else x is unchanged: no net call, no draw
+                x[reveal] = GPT._sample(denoise(x)[reveal], temperature, top_k, top_p, generator)[:, 0]
         else:
-            reveal = most_confident(log_probs, proposal, masked, schedule.reveal_chance(t, s))
-        if bool(reveal.any()):
-            x = torch.where(reveal, proposal, x)
-            log_probs = None
+            log_probs = denoise(x)
+            drawn = GPT._sample(log_probs[masked], temperature, top_k, top_p, generator)[:, 0]
+            proposal = x.masked_scatter(masked, drawn)
+            x = torch.where(most_confident(log_probs, proposal, masked, chance), proposal, x)
     return x
 
 

@@ -125,7 +125,7 @@ def test_masked_lm_model_learns_both_objectives(compose_config) -> None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
         losses = []
         for _ in range(30):
-            loss, accuracy = model.losses(*model.clean_tokens(targets))
+            loss, accuracy, _ = model.losses(*model.clean_tokens(targets))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

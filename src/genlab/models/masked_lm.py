@@ -116,35 +116,36 @@ class MaskedLM(GenerativeModel, SequenceGenerator):
         pad = getattr(self.tokenizer, "pad_id", 0)
         return targets.masked_fill(~real, pad), real.sum()
 
-    def losses(self, x0: Tensor, count: Tensor) -> tuple[Tensor, Tensor | None]:
-        """The objective on x0 (per token) and, for mlm, the masked tokens' accuracy; drawn from the global RNG."""
+    def losses(self, x0: Tensor, count: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """The objective on x0 (per token), for mlm the chosen tokens' accuracy, and the number of tokens both are
+        means over (the GPT's tokens for mdlm, the chosen ones for mlm); masks drawn from the global RNG."""
         if self.objective == "mdlm":
             t = antithetic_times(x0.size(0), device=x0.device)
             xt, masked = mask_tokens(x0, self.schedule.mask_rate(t), self.mask_id)
             logits, _ = self.net(xt)
             nats = mdlm_nats(subs_log_probs(logits, xt, self.mask_id), x0, masked, t, self.schedule)
-            return nats.sum() / count, None
+            return nats.sum() / count, None, count
         inputs, chosen = bert_corruption(x0, self.mask_id, self.mask_id, self.mask_rate)
         logits, _ = self.net(inputs)
         logits = logits[chosen].float()
         logits[:, self.mask_id] = float("-inf")
         labels = x0[chosen]
-        n = max(1, labels.numel())
-        loss = F.cross_entropy(logits, labels, reduction="sum") / n
-        return loss, (logits.argmax(dim=-1) == labels).sum() / n
+        n = chosen.sum()
+        loss = F.cross_entropy(logits, labels, reduction="sum") / n.clamp(min=1)
+        return loss, (logits.argmax(dim=-1) == labels).sum() / n.clamp(min=1), n
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss, _ = self.losses(*self.clean_tokens(batch[1]))
+        loss, _, _ = self.losses(*self.clean_tokens(batch[1]))
         self.log_training_step(loss, dict)
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> None:
         x0, count = self.clean_tokens(batch[1])
         with self.fixed_noise(batch_idx):  # the same masks and times at every evaluation
-            loss, accuracy = self.losses(x0, count)
-        self.mean[f"{split}_loss"].update(loss, weight=count)
+            loss, accuracy, n = self.losses(x0, count)
+        self.mean[f"{split}_loss"].update(loss, weight=n)
         if accuracy is not None:
-            self.mean[f"{split}_accuracy"].update(accuracy, weight=count)
+            self.mean[f"{split}_accuracy"].update(accuracy, weight=n)
 
     def _log_split(self, split: str) -> None:
         loss = self.mean[f"{split}_loss"].compute()

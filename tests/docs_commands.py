@@ -75,6 +75,7 @@ TINY_NETS = {
     "dcgan": ["model.net.width=8"],
     "unet": ["model.net.channels=8", "model.net.num_res_blocks=1"],
     "gpt": ["model.net.n_layer=1", "model.net.n_head=2", "model.net.n_embd=16"],
+    "bert": ["model.net.n_layer=1", "model.net.n_head=2", "model.net.n_embd=16"],
 }
 GENLAB = ("genlab-train", "genlab-eval", "genlab-sample", "genlab-compare")
 NOT_RUN = ("pip", "pytest", "bash", "pre-commit", "mkdocs", "tensorboard")

@@ -68,8 +68,8 @@ def contract_problems(cls: type) -> list[str]:
 
 def built(compose_config, name: str) -> GenerativeModel:
     """The configured model, built for tiny data of its kind (labelled images, conditional where it can be)."""
-    if name == "transformer":
-        cfg = compose_config("data=shakespeare", *TINY_LM_NET)
+    if name in ("transformer", "masked_lm"):
+        cfg = compose_config("data=shakespeare", *TINY_LM_NET, f"model={name}")
         spec = DataSpec.of_text("tiny", CharTokenizer.from_text("ab\n"), 16, None)
     else:
         cfg = compose_config(f"model={name}", "data=digits")

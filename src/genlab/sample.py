@@ -138,15 +138,22 @@ def temperature_of(run: LoadedRun, cfg: DictConfig) -> float:
     return cfg.temperature if cfg.temperature is not None else run.model.sample_temperature
 
 
-def write_texts(run: LoadedRun, cfg: DictConfig, n: int, out: Path) -> list[Path]:
-    """text_000.txt, ...: the prompt and a continuation, the i-th drawn from seed + i."""
+def write_texts(run: LoadedRun, cfg: DictConfig, n: int, out: Path, options: dict[str, Any]) -> list[Path]:
+    """text_000.txt, ...: the prompt and a continuation, the i-th drawn from seed + i (`options`: the sampler
+    settings the model takes, e.g. a masked LM's steps)."""
     import torch
 
     written = []
     for i in range(n):
         generator = torch.Generator(device=run.model.device).manual_seed(cfg.seed + i)
         text = run.model.generate_text(
-            cfg.prompt, cfg.max_new_tokens, temperature_of(run, cfg), cfg.top_k, cfg.top_p, generator=generator
+            cfg.prompt,
+            cfg.max_new_tokens,
+            temperature_of(run, cfg),
+            cfg.top_k,
+            cfg.top_p,
+            generator=generator,
+            **options,
         )
         path = out / f"text_{i:03d}.txt"
         write_text_atomically(path, cfg.prompt + text)
@@ -166,13 +173,15 @@ def output_folder(cfg: DictConfig, run_dir: Path) -> Path:
     return out
 
 
-def write_sequences(run: LoadedRun, cfg: DictConfig, n: int, out: Path) -> list[Path]:
+def write_sequences(run: LoadedRun, cfg: DictConfig, n: int, out: Path, options: dict[str, Any]) -> list[Path]:
     """n whole sequences from seed, written as the data's domain writes them (molecules: .smi and a picture)."""
     import torch
     from hydra.utils import get_class
 
     generator = torch.Generator(device=run.model.device).manual_seed(cfg.seed)
-    texts = run.model.generate_sequences(n, temperature_of(run, cfg), cfg.top_k, cfg.top_p, generator=generator)
+    texts = run.model.generate_sequences(
+        n, temperature_of(run, cfg), cfg.top_k, cfg.top_p, generator=generator, **options
+    )
     return get_class(run.config.data._target_).write_samples(texts, run.model.tokenizer, out)
 
 
@@ -184,12 +193,12 @@ def sample(cfg: DictConfig, overrides: list[str]) -> list[Path]:
     model = run.model
     if isinstance(model, SequenceGenerator):
         check(cfg.label is None and cfg.labels is None, "label= and labels= are for image models")
-        sampler_options(cfg, model, [model.generate_text])
+        options = sampler_options(cfg, model, [model.generate_text, model.generate_sequences])
         out = output_folder(cfg, run.dir)
         if model.whole_sequences:
-            written = write_sequences(run, cfg, cfg.n or 100, out)
+            written = write_sequences(run, cfg, cfg.n or 100, out, options)
         else:
-            written = write_texts(run, cfg, cfg.n or 1, out)
+            written = write_texts(run, cfg, cfg.n or 1, out, options)
     elif isinstance(model, ImageGenerator):
         options = sampler_options(cfg, model, [model.sample, model.image_grids])
         written = write_images(run, cfg, output_folder(cfg, run.dir), options)

@@ -71,11 +71,13 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention where each position sees only itself and earlier positions."""
+    """Multi-head self-attention where each position sees only itself and earlier positions (every position, when
+    not `causal`: a masked LM's bidirectional attention)."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool) -> None:
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool, causal: bool = True) -> None:
         super().__init__()
         self.n_head = n_head
+        self.causal = causal
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)  # a residual projection: scaled down at init
         self.dropout = dropout
@@ -102,7 +104,8 @@ class CausalSelfAttention(nn.Module):
             v,
             attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
-            is_causal=past == 0 and T > 1,  # one new token after a cache attends to every cached position
+            # One new token after a cache attends to every cached position.
+            is_causal=self.causal and past == 0 and T > 1,
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.proj(y))
@@ -125,10 +128,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm residual block: the residual stream itself is never normalised, which keeps deep stacks stable."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool) -> None:
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool, causal: bool = True) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
-        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias, causal)
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = MLP(n_embd, dropout, bias)
 
@@ -142,6 +145,7 @@ class GPT(nn.Module):
 
     The output layer shares its weight with the token embedding (fewer parameters, and as good or better at this
     scale). `block_size` is the longest context: positions are learned, so the model knows no position beyond it.
+    With `causal=False` every position attends to every other (`model/net=bert`, for `genlab.models.masked_lm`).
     """
 
     data_kind = "text"
@@ -155,6 +159,7 @@ class GPT(nn.Module):
         n_embd: PositiveInt = 128,
         dropout: UnitFraction = 0.0,
         bias: bool = True,
+        causal: bool = True,
     ) -> None:
         super().__init__()
         if n_embd % n_head:
@@ -167,11 +172,12 @@ class GPT(nn.Module):
         self.n_layer = n_layer
         self.n_head = n_head
         self.n_embd = n_embd
+        self.causal = causal
 
         self.wte = nn.Embedding(vocab_size, n_embd)
         self.wpe = nn.Embedding(block_size, n_embd)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, bias) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, bias, causal) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd, bias=bias)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied: one tensor, one set of gradients

@@ -45,8 +45,9 @@ class MoleculeMetrics(GeneratedSequenceMetrics):
     `num_val_molecules` after every validation epoch and `num_molecules` at test, always from the same seed, so a
     metric depends on the weights alone; sampled at `temperature` (1: the model's own distribution, as MOSES
     samples). Logged per split: `validity`, `unique@1k`, `unique@10k`, `novelty` (against the molecules the model
-    trained on), `intdiv`, `filters`, `fcd` (against the split's first `num_reference` molecules, all by default)
-    and `valid_fcd_score`; plus a grid of the first `drawn` molecules, valid ones first.
+    trained on), `copy_training_share` (the share of all generated SMILES that are training molecules), `intdiv`,
+    `filters`, `fcd` (against the split's first `num_reference` molecules, all by default) and `valid_fcd_score`;
+    plus a grid of the first `drawn` molecules, valid ones first.
 
     Runs with these metrics are judged by `val/valid_fcd_score` (`judged_metric` below, read by `${judged:...}`).
     """
@@ -101,12 +102,15 @@ class MoleculeMetrics(GeneratedSequenceMetrics):
         from genlab.data.molecule_drawing import molecule_grid
         from genlab.metrics.chemistry import Generated, molecule_metrics
         from genlab.metrics.fcd import frechet_distance
+        from genlab.metrics.memorization import training_share
 
         self.chemnet.device = pl_module.device
         reference, training = self._reference(trainer, split), self._training_set(trainer)
         smiles = [pl_module.tokenizer.to_smiles(text) for text in self._generate(pl_module, self.num_samples[split])]
         generated = Generated(smiles)
         values = molecule_metrics(generated, training, UNIQUE_AT, device=pl_module.device)
+        # Of all generated SMILES (invalid ones are no copy), the share that are training molecules.
+        values["copy_training_share"] = training_share(generated.canonical, training) * values["validity"]
         statistics = self.chemnet.statistics(generated.canonical)
         values["fcd"] = frechet_distance(statistics, reference) if statistics is not None else math.nan
         values["valid_fcd_score"] = valid_fcd_score(values["validity"], values["fcd"])

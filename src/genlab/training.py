@@ -105,7 +105,8 @@ def train(cfg: DictConfig) -> float | None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
-    callbacks = instantiate_each(cfg.get("callbacks")) + metric_callbacks(cfg) + privacy_callbacks(cfg)
+    # Privacy first: its refusals come before any metric's set-up, and its optimizer before any callback uses it.
+    callbacks = privacy_callbacks(cfg) + instantiate_each(cfg.get("callbacks")) + metric_callbacks(cfg)
     # What makes the run folder resumable and loadable, whatever the configured callbacks.
     callbacks += [RandomState(), LoadableCheckpoint(), CheckpointOnInterrupt()]
     loggers = instantiate_each(cfg.get("logger"))

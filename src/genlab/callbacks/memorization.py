@@ -45,7 +45,8 @@ class Memorization(pl.Callback):
 
     Text and music (`text_samples` samples; 0 turns them off): `test/copy_ngram_share` (the share of generated
     `ngram`-token windows found in the training tokens) and `test/copy_longest_span` (tokens). Running text is
-    sampled as `text_length` tokens from an empty prompt; whole sequences (molecules, music) to their end token.
+    sampled as `text_length` tokens after the held-out text's first token; whole sequences (molecules, music)
+    to their end token.
     """
 
     def __init__(
@@ -97,7 +98,7 @@ class Memorization(pl.Callback):
                     return self._image_scores(trainer, pl_module, datamodule) if self.num_samples else {}
                 if isinstance(pl_module, SequenceGenerator) and self.text_samples:
                     index = training_index(datamodule, self.ngram)
-                    return self._text_scores(pl_module, index) if index is not None else {}
+                    return self._text_scores(pl_module, datamodule, index) if index is not None else {}
                 return {}
         finally:
             pl_module.train(was_training)
@@ -153,15 +154,16 @@ class Memorization(pl.Callback):
 
     # -- text and music -----------------------------------------------------------------------------------------------
 
-    def _text_scores(self, pl_module: SequenceGenerator, index: NgramIndex) -> dict[str, float]:
+    def _text_scores(self, pl_module: SequenceGenerator, datamodule: Any, index: NgramIndex) -> dict[str, float]:
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         tokenizer = pl_module.tokenizer
         if pl_module.whole_sequences:
             texts = pl_module.generate_sequences(self.text_samples, self.temperature, generator=generator)
             generated = [torch.tensor(tokenizer.ids(tokenizer.split(text))) for text in texts]
-        else:
+        else:  # prompted with the held-out text's first token (one the vocabulary has; no training text)
+            prompt = tokenizer.decode(datamodule.tokens["val"][:1].tolist())
             texts = [
-                pl_module.generate_text("", self.text_length, self.temperature, generator=generator)
+                pl_module.generate_text(prompt, self.text_length, self.temperature, generator=generator)
                 for _ in range(self.text_samples)
             ]
             generated = [torch.tensor(tokenizer.encode(text)) for text in texts]

@@ -4,6 +4,7 @@ and `test/copy_*` (so they reach metrics.json beside the sample quality)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,10 @@ class Memorization(pl.Callback):
         self.counts: dict[str, Any] = {}
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        started = time.perf_counter()
         values = self._scores(trainer, pl_module) if trainer.is_global_zero else None
+        if values:
+            self.counts["seconds"] = round(time.perf_counter() - started, 3)  # what it cost, sampling included
         values = trainer.strategy.broadcast(values, src=0)
         for name, value in values.items():
             pl_module.log(f"test/{name}", float(value), sync_dist=True)

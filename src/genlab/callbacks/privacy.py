@@ -80,6 +80,11 @@ class DifferentialPrivacy(pl.Callback):
             )
         if trainer.world_size > 1:
             raise ConfigError("privacy=dp runs on one device (its accounting is per process); use trainer.devices=1")
+        if trainer.accumulate_grad_batches != 1:
+            raise ConfigError(
+                "privacy=dp accounts one Poisson-sampled batch per optimizer step; "
+                "use trainer.accumulate_grad_batches=1 (raise data.batch_size instead)"
+            )
         errors = self.opacus.validators.ModuleValidator.validate(pl_module, strict=False)
         if errors:
             raise ConfigError(
@@ -96,6 +101,8 @@ class DifferentialPrivacy(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loader = trainer.datamodule.train_dataloader()
         self.sample_rate = 1 / len(loader)
+        if not math.isfinite(trainer.estimated_stepping_batches):
+            raise ConfigError("privacy=dp accounts for a planned number of steps: set trainer.max_epochs or max_steps")
         planned = int(trainer.estimated_stepping_batches)
         done = sum(steps for _, _, steps in self.history)
         if self.noise_multiplier is None:

@@ -184,8 +184,10 @@ class Memorization(pl.Callback):
 
 
 def batched_features(quality: SampleQuality, images: torch.Tensor, device: torch.device, size: int) -> torch.Tensor:
-    """The sample-quality callback's features (its FID space) of images in [0, 1], on the CPU."""
-    return torch.cat([quality._features(part.to(device))[0].cpu() for part in images.split(size)])
+    """The features FID is computed on by the sample-quality callback (its Inception net, else its classifier's
+    penultimate layer) of images in [0, 1], on the CPU."""
+    features = quality.inception if quality.inception is not None else quality.classifier.features
+    return torch.cat([features(part.to(device).float()).cpu() for part in images.split(size)])
 
 
 def training_index(datamodule: Any, n: int) -> NgramIndex | None:

@@ -113,7 +113,7 @@ class DifferentialPrivacy(pl.Callback):
                 steps=planned,
                 accountant=self.accountant,
             )
-        remaining = max(0, planned - trainer.global_step)
+        remaining = max(0, planned - done)  # private steps, as the accountant's history counts them
         spent = epsilon_of(
             [*self.history, (self.noise_multiplier, self.sample_rate, remaining)], self.delta, self.accountant
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import QUIET_TRAIN, Run, run_dirs, train_env
@@ -62,6 +63,14 @@ def test_reported_epsilon_is_opacus_accounting_of_the_recorded_steps(dp_run) -> 
     assert {"test/memorization_near_copy_share_pixels", "test/memorization_data_copying_ct_pixels"} <= set(metrics)
 
 
+def test_the_gans_discriminator_trains_privately(tmp_path: Path) -> None:
+    gan = ["model=gan", "model/net=mlp_gan", "metrics=sample_quality", "metrics.num_real=32", "metrics.num_fake=32"]
+    run = train(tmp_path, *DP, *gan, "privacy.epsilon=null", "privacy.noise_multiplier=1.0").check()
+    record = run.metrics["privacy"]
+    assert record["steps"] == 5  # one private step per batch: the discriminator's (the generator's are not private)
+    assert record["epsilon"] == pytest.approx(recomputed(1.0, record["sample_rate"], 5, record["delta"]), rel=1e-9)
+
+
 def test_resume_continues_the_accounting(dp_run) -> None:
     folder, run = dp_run
     train(folder, f"resume={run.dir}", "trainer.max_epochs=2").check()
@@ -83,10 +92,7 @@ def test_a_run_that_would_exceed_its_budget_is_refused(tmp_path: Path) -> None:
     [
         (["privacy.epsilon=0"], "privacy.epsilon=0 is not allowed: expected a number > 0"),
         (["privacy.delta=1.0"], "privacy.delta=1.0 is not allowed"),
-        (
-            ["model=gan", "model/net=mlp_gan", "metrics=sample_quality"],
-            "privacy=dp covers model=vae and model=diffusion",
-        ),
+        (["model=gan", "model/net=mlp_gan", "model.loss=wgan_gp", "metrics=sample_quality"], "gradient penalty"),
     ],
 )
 def test_bad_settings_are_one_line(tmp_path: Path, settings: list[str], message: str) -> None:
@@ -94,3 +100,20 @@ def test_bad_settings_are_one_line(tmp_path: Path, settings: list[str], message:
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert message in lines[-1], run.stderr[-2000:]
+
+
+def test_a_net_with_batch_norm_is_refused_in_one_line() -> None:
+    import pytorch_lightning as pl
+    import torch
+
+    from genlab.callbacks.privacy import DifferentialPrivacy
+    from genlab.errors import ConfigError
+
+    class Normed(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+
+    trainer = SimpleNamespace(world_size=1, accumulate_grad_batches=1)
+    with pytest.raises(ConfigError, match=r"Opacus cannot compute per-example gradients .*BatchNorm.*model/net"):
+        DifferentialPrivacy(epsilon=1.0).setup(trainer, Normed(), "fit")

@@ -13,6 +13,7 @@ import math
 from typing import Annotated, Any, Literal
 
 import pytorch_lightning as pl
+import torch
 from annotated_types import Gt, Lt
 from pytorch_lightning.utilities import rank_zero_info
 
@@ -35,8 +36,9 @@ def epsilon_of(history: list[tuple[float, float, int]], delta: float, accountant
 
 
 class DifferentialPrivacy(pl.Callback):
-    """Trains the VAE or the diffusion model with DP-SGD; `summary()` puts the privacy spent in metrics.json and
-    the manifest with what an independent accountant needs (noise multiplier, sample rate, steps, delta, accountant).
+    """Trains the VAE or the diffusion model with DP-SGD, or the GAN's discriminator (`private_part`); `summary()`
+    puts the privacy spent in metrics.json and the manifest with what an independent accountant needs (noise
+    multiplier, sample rate, steps, delta, accountant).
 
     `epsilon` alone: the noise multiplier is chosen (Opacus' get_noise_multiplier) so that the planned steps
     (trainer.max_epochs / max_steps, limit_train_batches included) spend exactly `epsilon`. `noise_multiplier` alone:
@@ -73,10 +75,14 @@ class DifferentialPrivacy(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or self.engine is not None:
             return
-        if isinstance(pl_module, GAN | TransformerLM):
+        if isinstance(pl_module, TransformerLM):
+            raise ConfigError("privacy=dp covers model=vae, model=diffusion and model=gan; use privacy=none")
+        if isinstance(pl_module, GAN) and (
+            (pl_module.loss == "wgan_gp" and pl_module.gp_weight > 0) or pl_module.r1_weight > 0
+        ):
             raise ConfigError(
-                f"privacy=dp covers model=vae and model=diffusion; {type(pl_module).__name__} is not supported yet: "
-                "use privacy=none"
+                "privacy=dp: Opacus cannot clip the per-example gradients of a gradient penalty; "
+                "use model.loss=nonsaturating or hinge with model.r1_weight=0, or privacy=none"
             )
         if trainer.world_size > 1:
             raise ConfigError("privacy=dp runs on one device (its accounting is per process); use trainer.devices=1")
@@ -85,11 +91,15 @@ class DifferentialPrivacy(pl.Callback):
                 "privacy=dp accounts one Poisson-sampled batch per optimizer step; "
                 "use trainer.accumulate_grad_batches=1 (raise data.batch_size instead)"
             )
-        errors = self.opacus.validators.ModuleValidator.validate(pl_module, strict=False)
+        module, _ = private_part(pl_module)
+        for layer in module.modules():  # an in-place activation would overwrite the output Opacus' hooks keep
+            if isinstance(layer, torch.nn.ReLU | torch.nn.LeakyReLU):
+                layer.inplace = False
+        errors = self.opacus.validators.ModuleValidator.validate(module, strict=False)
         if errors:
             raise ConfigError(
                 f"privacy=dp: Opacus cannot compute per-example gradients of this model ({errors[0]}); "
-                "pick a model/net without batch norm (e.g. GroupNorm), or privacy=none"
+                "pick a model/net without batch norm (e.g. GroupNorm; model/net=mlp_gan for the GAN), or privacy=none"
             )
         datamodule = trainer.datamodule
         plain = datamodule.train_dataloader
@@ -125,19 +135,22 @@ class DifferentialPrivacy(pl.Callback):
             )
         self.engine = self.opacus.PrivacyEngine(accountant=self.accountant)
         self.engine.accountant.history = list(self.history)
-        optimizers = trainer.strategy.optimizers
-        if len(optimizers) != 1:
-            raise ConfigError("privacy=dp needs a model with one optimizer; use privacy=none")
-        _, optimizer, _ = self.engine.make_private(
-            module=pl_module,
-            optimizer=optimizers[0],
+        module, index = private_part(pl_module)
+        optimizers = list(trainer.strategy.optimizers)
+        if len(optimizers) <= index:
+            raise ConfigError("privacy=dp needs the optimizer of the model's part that sees data; use privacy=none")
+        hooks, optimizers[index], _ = self.engine.make_private(
+            module=module,
+            optimizer=optimizers[index],
             data_loader=loader,
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.max_grad_norm,
             poisson_sampling=False,  # the loader already samples by Poisson
             wrap_model=False,
         )
-        trainer.strategy.optimizers = [optimizer]
+        trainer.strategy.optimizers = optimizers
+        if module is not pl_module:  # the GAN: its generator's step runs backward through the frozen discriminator
+            module.register_forward_pre_hook(lambda *_: setattr(hooks, "hooks_enabled", trains(module)))
         rank_zero_info(
             f"Differential privacy: noise multiplier {self.noise_multiplier:.4g}, sample rate {self.sample_rate:.4g}, "
             f"max grad norm {self.max_grad_norm}, delta {self.delta:.3g}; {remaining} steps will bring epsilon to "
@@ -186,3 +199,15 @@ class DifferentialPrivacy(pl.Callback):
         if not math.isfinite(record["epsilon"]):
             record["epsilon"] = None
         return {"privacy": record}
+
+
+def private_part(model: pl.LightningModule) -> tuple[torch.nn.Module, int]:
+    """The part of a model that sees the training data, and the index of its optimizer: the whole VAE or diffusion
+    model; the GAN's discriminator (its generator learns only from the discriminator's outputs, so it is private by
+    post-processing, as in DP-GAN work)."""
+    return (model.discriminator, 1) if isinstance(model, GAN) else (model, 0)
+
+
+def trains(module: torch.nn.Module) -> bool:
+    """Whether the module's parameters take gradients now (Lightning freezes the GAN's discriminator for G's step)."""
+    return any(parameter.requires_grad for parameter in module.parameters())

@@ -99,7 +99,8 @@ class DifferentialPrivacy(pl.Callback):
         if errors:
             raise ConfigError(
                 f"privacy=dp: Opacus cannot compute per-example gradients of this model ({errors[0]}); "
-                "pick a model/net without batch norm (the GAN: model.net.d_norm=layer or model/net=mlp_gan), or privacy=none"
+                "pick a model/net without batch norm (the GAN: model.net.d_norm=layer or model/net=mlp_gan), "
+                "or privacy=none"
             )
         datamodule = trainer.datamodule
         plain = datamodule.train_dataloader

@@ -35,6 +35,7 @@ from genlab.run.layout import CHECKPOINTS, LAST, METRICS_FILE
 from genlab.run.loading import build_model
 from genlab.run.lock import run_lock
 from genlab.run.manifest import Manifest
+from genlab.run.manifest import record as record_in_manifest
 from genlab.run.records import read_json, write_metrics
 from genlab.run.resume import resumed_config, use_one_wandb_run
 from genlab.sweeper.pruning import pruning_callbacks
@@ -56,6 +57,11 @@ def instantiate_each(name: str, group: DictConfig | None) -> list[Any]:
 def metric_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     """The configured sample-quality metrics (`metrics=none` disables them), for training and genlab-eval."""
     return [build("metrics", cfg.metrics)] if cfg.get("metrics") and "_target_" in cfg.metrics else []
+
+
+def privacy_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """Differentially private training (`privacy=dp`), or nothing (`privacy=none`)."""
+    return [build("privacy", cfg.privacy)] if cfg.get("privacy") and "_target_" in cfg.privacy else []
 
 
 def summaries_of(callbacks: list[pl.Callback]) -> dict[str, Any]:
@@ -119,7 +125,8 @@ def train(cfg: DictConfig) -> float | None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build("data", cfg.data)
-    callbacks = instantiate_each("callbacks", cfg.get("callbacks")) + metric_callbacks(cfg)
+    # Privacy first: its refusals come before any metric's set-up, and its optimizer before any callback uses it.
+    callbacks = privacy_callbacks(cfg) + instantiate_each("callbacks", cfg.get("callbacks")) + metric_callbacks(cfg)
     # What makes the run folder resumable and loadable, whatever the configured callbacks.
     callbacks += [RandomState(), LoadableCheckpoint(), CheckpointOnInterrupt()]
     callbacks += pruning_callbacks(cfg, judged_by(cfg)[0])
@@ -157,6 +164,8 @@ def train(cfg: DictConfig) -> float | None:
             **({"not_evaluated": not_evaluated} if not_evaluated else {}),
             **summaries,
         )
+        if "privacy" in summaries:  # what a DP run spent belongs to the run's identity card too
+            record_in_manifest(run_dir, privacy=summaries["privacy"])
         checkpoint_io.release_kept(still_used=[Path(best).resolve()] if best else [])
         print_metrics(metrics, judged_metric, run_dir)
         log_hparams(trainer.loggers, metrics)

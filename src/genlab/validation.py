@@ -32,7 +32,7 @@ ROOT_SETTINGS: dict[str, Any] = {
     "optuna": dict[str, str | int | None],
 }
 #: Top-level groups: each holds a node with a `_target_`, a mapping of them (callbacks, logger), or nothing.
-ROOT_GROUPS = ("data", "model", "trainer", "metrics", "callbacks", "logger", "paths")
+ROOT_GROUPS = ("data", "model", "trainer", "metrics", "callbacks", "logger", "paths", "privacy")
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:

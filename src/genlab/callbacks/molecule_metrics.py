@@ -46,8 +46,9 @@ class MoleculeMetrics(GeneratedSequenceMetrics):
     metric depends on the weights alone; sampled at `temperature` (1: the model's own distribution, as MOSES
     samples). Logged per split: `validity`, `unique@1k`, `unique@10k`, `novelty` (as MOSES defines it: against the
     dataset's whole training split, whatever subset the run trained on), `unseen_in_training` (against the molecules
-    the run trained on), `intdiv`, `filters`, `fcd` (against the split's first `num_reference` molecules, all by
-    default) and `valid_fcd_score`; plus a grid of the first `drawn` molecules, valid ones first.
+    the run trained on), `copy_training_share` (the share of all generated SMILES that are molecules the run trained
+    on), `intdiv`, `filters`, `fcd` (against the split's first `num_reference` molecules, all by default) and
+    `valid_fcd_score`; plus a grid of the first `drawn` molecules, valid ones first.
 
     Runs with these metrics are judged by `val/valid_fcd_score` (`judged_metric` below, read by `${judged:...}`).
     """
@@ -112,6 +113,7 @@ class MoleculeMetrics(GeneratedSequenceMetrics):
         from genlab.data.molecule_drawing import molecule_grid
         from genlab.metrics.chemistry import Generated, molecule_metrics, novelty
         from genlab.metrics.fcd import frechet_distance
+        from genlab.metrics.memorization import training_share
 
         self.chemnet.device = pl_module.device
         reference, (training_split, trained_on) = self._reference(trainer, split), self._training_sets(trainer)
@@ -119,6 +121,8 @@ class MoleculeMetrics(GeneratedSequenceMetrics):
         generated = Generated(smiles)
         values = molecule_metrics(generated, training_split, UNIQUE_AT, device=pl_module.device)
         values["unseen_in_training"] = novelty(generated, trained_on)
+        # Of all generated SMILES (invalid ones are no copy), the share that are molecules the run trained on.
+        values["copy_training_share"] = training_share(generated.canonical, trained_on) * values["validity"]
         statistics = self.chemnet.statistics(generated.canonical)
         values["fcd"] = frechet_distance(statistics, reference) if statistics is not None else math.nan
         values["valid_fcd_score"] = valid_fcd_score(values["validity"], values["fcd"])

@@ -30,7 +30,7 @@ class InMemoryImages(Dataset):
         return self.images[index].float().div_(255), self.labels[index]
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(indices)
+        index = torch.as_tensor(indices, dtype=torch.long)  # long even when empty (a Poisson-sampled batch can be)
         return self.images[index].float().div_(255), self.labels[index]
 
 

@@ -19,6 +19,8 @@ from genlab.files import write_json_atomically
 from genlab.run.layout import MANIFEST_FILE
 from genlab.run.records import read_json
 
+#: Entries the job itself adds to manifest.json while it runs (`record`): the manifest's own writes keep them.
+RECORDED_BY_JOB = ("privacy",)
 PACKAGES = ("genlab", "torch", "pytorch-lightning", "hydra-core", "omegaconf", "torchmetrics")
 
 
@@ -93,7 +95,8 @@ class Manifest:
 
     @rank_zero_only
     def write(self, **updates: Any) -> None:
-        self.content.update(updates)
+        on_disk = read_json(self.path) or {}
+        self.content.update({key: on_disk[key] for key in RECORDED_BY_JOB if key in on_disk}, **updates)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomically(self.path, self.content)
 
@@ -124,3 +127,10 @@ class Manifest:
         if self.completed_before and status != "completed":
             status, error = "completed", None  # the earlier result stands; the failed attempt is in `resumes`
         self.write(status=status, error=error, ended_at=ended)
+
+
+@rank_zero_only
+def record(run_dir: Path, **entries: Any) -> None:
+    """Add entries (of `RECORDED_BY_JOB`) to the run's manifest.json from inside the job, e.g. the privacy spent."""
+    path = Path(run_dir) / MANIFEST_FILE
+    write_json_atomically(path, {**(read_json(path) or {}), **entries})

@@ -1,0 +1,135 @@
+"""Image editing: inpainting (every image family keeps the known pixels; RePaint's last step reaches them exactly)
+and SDEdit's image-to-image; the standard masks and the refusals of masks, images and strengths that do not fit."""
+
+from __future__ import annotations
+
+import functools
+from itertools import pairwise
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from genlab.data.digits import DigitsDataModule
+from genlab.data.masks import STANDARD_MASKS, bottom_half, centre_square, check_strength, standard_mask
+from genlab.errors import GenlabError, InputError
+from genlab.models.contracts import Editor, Inpainter
+from genlab.models.diffusion import Diffusion
+from genlab.models.diffusion_paths import LinearPath, NoiseSchedule
+from genlab.models.diffusion_samplers import DDIM, Euler
+from genlab.models.inpainting import repaint, repaint_schedule, sdedit
+from genlab.nets.unet import UNet
+from genlab.run.loading import build_model
+
+SPEC = DigitsDataModule().spec
+IMAGES = torch.rand(3, *SPEC.shape, generator=torch.Generator().manual_seed(0))
+MASK = centre_square(1, 8, 8)
+
+
+def seeded() -> torch.Generator:
+    return torch.Generator().manual_seed(1)
+
+
+def tiny_diffusion(objective: str = "eps", **kwargs) -> Diffusion:
+    net = functools.partial(UNet, channels=8, num_res_blocks=1)
+    optimizer = functools.partial(torch.optim.Adam, lr=1e-3)
+    model = Diffusion(SPEC, net, optimizer, objective=objective, timesteps=20, sample_steps=4, ema_decay=0.0, **kwargs)
+    with torch.no_grad():  # an untrained UNet's zero output layer would predict the same for every label
+        for parameter in model.net.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=seeded()))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["vae", "gan"])
+def test_latent_families_keep_the_known_pixels_and_fill_the_rest(compose_config, name: str) -> None:
+    cfg = compose_config(f"model={name}", "data=digits")
+    model = build_model(cfg, SPEC).eval()
+    options = {"steps": 3}
+    out = model.inpaint(IMAGES, MASK, seeded(), **options)
+    known = MASK.expand_as(IMAGES).bool()
+    assert torch.equal(out[known], IMAGES[known])
+    assert not torch.equal(out[~known], IMAGES[~known])
+    assert torch.equal(out, model.inpaint(IMAGES, MASK, seeded(), **options))  # a seed fixes the completion
+    assert isinstance(model, Inpainter) and not isinstance(model, Editor)
+
+
+@pytest.mark.parametrize("objective", ["eps", "flow"])
+def test_diffusion_inpaints_and_edits_with_its_sampler(objective: str) -> None:
+    model = tiny_diffusion(objective).eval()
+    out = model.inpaint(IMAGES, bottom_half(3, 8, 8), seeded(), jump_length=2, resamplings=2)
+    known = bottom_half(3, 8, 8).bool().expand_as(IMAGES)
+    assert torch.equal(out[known], IMAGES[known]) and out.shape == IMAGES.shape
+    assert torch.equal(model.edit(IMAGES, 0.0, seeded()), IMAGES)
+    edited = model.edit(IMAGES, 0.5, seeded())
+    assert edited.shape == IMAGES.shape and edited.min() >= 0 and edited.max() <= 1
+    assert torch.equal(edited, model.edit(IMAGES, 0.5, seeded()))
+
+
+@pytest.mark.parametrize("path", [NoiseSchedule("linear", 20), LinearPath()], ids=["ddpm", "flow"])
+def test_repaints_last_step_reaches_the_known_pixels_exactly(path) -> None:
+    """Whatever the denoiser says, the known region after the last reverse step is the original itself."""
+    sampler = Euler(path) if isinstance(path, LinearPath) else DDIM(path, eta=1.0)
+    known = IMAGES * 2 - 1
+
+    def denoise(x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros_like(x), x  # a poor denoiser: x_0 = 0 everywhere
+
+    x = repaint(path, sampler.step, denoise, known, MASK, 4, seeded(), jump_length=2, resamplings=3)
+    assert torch.equal(x[MASK.expand_as(x).bool()], known[MASK.expand_as(known).bool()])
+    # SDEdit at strength 0 is the image; at full strength it ignores it (a_T ~ 0)
+    assert torch.equal(sdedit(path, sampler.step, denoise, known, 0.0, 4, seeded()), known)
+
+
+def test_repaints_schedule_goes_back_up_each_jump_resamplings_minus_one_times() -> None:
+    assert repaint_schedule(4, 2, 1) == [0, 1, 2, 3, 4]
+    assert repaint_schedule(4, 2, 2) == [0, 1, 2, 1, 0, 1, 2, 3, 4]  # the last stretch is not resampled
+    visits = repaint_schedule(10, 5, 3)
+    assert visits[-1] == 10 and sum(b > a for a, b in pairwise(visits)) == 10 + 2 * 5
+
+
+def test_the_standard_masks() -> None:
+    assert set(STANDARD_MASKS) == {"centre", "bottom", "boxes"}
+    assert centre_square(1, 8, 8).mean() == 0.75 and bottom_half(2, 8, 8)[:, :, :4].all()
+    boxes = standard_mask("boxes", 4, 28, 28, seeded())
+    assert boxes.shape == (4, 1, 28, 28) and 0 < boxes.mean() < 1
+    assert torch.equal(boxes, standard_mask("boxes", 4, 28, 28, seeded()))
+
+
+@pytest.mark.parametrize(
+    ("mask", "line"),
+    [
+        (torch.ones(1, 1, 7, 7), "the mask is 7x7 pixels and the images 8x8"),
+        (torch.ones(2, 1, 8, 8), "give (N or 1, 1 or 1, 8, 8)"),
+        (torch.ones(1, 1, 8, 8), "nothing to fill"),
+        (torch.zeros(1, 1, 8, 8), "nothing is known"),
+        (torch.full((1, 1, 8, 8), 0.5), "values other than 0 and 1"),
+    ],
+)
+def test_masks_that_do_not_fit_are_one_line(mask: torch.Tensor, line: str) -> None:
+    with pytest.raises(InputError, match=line.replace("(", r"\(").replace(")", r"\)")):
+        tiny_diffusion().inpaint(IMAGES, mask)
+
+
+def test_strengths_outside_the_unit_interval_and_misfit_images_are_one_line() -> None:
+    model = tiny_diffusion()
+    for strength in (-0.1, 1.5):
+        with pytest.raises(InputError, match=r"outside \[0, 1\]"):
+            model.edit(IMAGES, strength)
+    assert check_strength(1) == 1.0
+    with pytest.raises(InputError, match="this model edits"):
+        model.edit(torch.rand(2, 3, 8, 8), 0.5)
+    with pytest.raises(GenlabError, match="unconditional"):
+        model.inpaint(IMAGES, MASK, labels=3)
+
+
+def test_a_conditional_model_is_steered_by_labels_and_guidance(compose_config) -> None:
+    model = tiny_diffusion(conditional=True, guidance=1.0).eval()
+    plain = model.edit(IMAGES, 0.75, seeded())
+    assert not torch.equal(plain, model.edit(IMAGES, 0.75, seeded(), labels=8, guidance=3.0))
+    cfg = compose_config("model=vae", "data=digits")
+    with open_dict(cfg):
+        cfg.model.conditional = True
+    vae = build_model(cfg, SPEC).eval()
+    with pytest.raises(InputError, match="give the images' labels"):
+        vae.inpaint(IMAGES, MASK)
+    assert vae.inpaint(IMAGES, MASK, labels=[1, 2, 3], steps=2).shape == IMAGES.shape

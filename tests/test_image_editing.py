@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import functools
 from itertools import pairwise
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from conftest import train_env
+from inprocess import Result, call_entrypoint
 from omegaconf import open_dict
+from PIL import Image
+from test_diffusion import TINY_DIFFUSION
 
 from genlab.data.digits import DigitsDataModule
 from genlab.data.masks import STANDARD_MASKS, bottom_half, centre_square, check_strength, standard_mask
@@ -133,3 +139,75 @@ def test_a_conditional_model_is_steered_by_labels_and_guidance(compose_config) -
     with pytest.raises(InputError, match="give the images' labels"):
         vae.inpaint(IMAGES, MASK)
     assert vae.inpaint(IMAGES, MASK, labels=[1, 2, 3], steps=2).shape == IMAGES.shape
+
+
+# -- through genlab-train and genlab-sample --------------------------------------------------------------------------
+
+
+def png(path: Path, pixels: np.ndarray, mode: str = "L") -> Path:
+    Image.fromarray(pixels.astype(np.uint8), mode).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Path:
+    """A folder with a tiny conditional diffusion run on the digits (run/), two 8x8 digits to edit (inputs/) and
+    mask files."""
+    root = tmp_path_factory.mktemp("editing")
+    env = train_env(root / "outputs")
+    trained = call_entrypoint(
+        "genlab-train",
+        [*TINY_DIFFUSION, "trainer.max_epochs=1", "model.conditional=true", f"hydra.run.dir={root / 'run'}"],
+        cwd=root,
+        env=env,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    (root / "inputs").mkdir()
+    digits = DigitsDataModule()
+    digits.setup("test")
+    for i, (image, _) in enumerate(list(digits.test_dataloader().dataset)[:2]):
+        png(root / "inputs" / f"digit{i}.png", image[0].numpy() * 255)
+    png(root / "mask.png", np.where(np.arange(8)[:, None] < 4, 255, 0).repeat(8, 1))
+    png(root / "small_mask.png", np.full((4, 4), 255))
+    (root / "notes.png").write_text("not a picture")
+    return root
+
+
+def sample(root: Path, *arguments: str) -> Result:
+    return call_entrypoint("genlab-sample", [f"run={root / 'run'}", *arguments], cwd=root, env=train_env(root))
+
+
+def test_genlab_sample_inpaints_and_edits_a_folder_of_images(scratch: Path) -> None:
+    inpainted = sample(scratch, f"inpaint={scratch / 'inputs'}", f"mask={scratch / 'mask.png'}", "steps=3")
+    assert inpainted.returncode == 0, inpainted.stderr[-3000:]
+    generated = scratch / "run" / "generated"
+    assert sorted(p.name for p in generated.iterdir()) == [
+        "digit0_inpainted.png",
+        "digit1_inpainted.png",
+        "inpainting.png",
+    ]
+    original = np.asarray(Image.open(scratch / "inputs" / "digit0.png"))
+    completed = np.asarray(Image.open(generated / "digit0_inpainted.png").convert("L"))  # one image: no grid border
+    assert np.array_equal(completed[:4], original[:4])  # the known top half, to the byte
+    edited = sample(scratch, f"edit={scratch / 'inputs' / 'digit1.png'}", "strength=0.6", "label=8", "out=edits")
+    assert edited.returncode == 0, edited.stderr[-3000:]
+    assert sorted(p.name for p in (scratch / "edits").iterdir()) == ["digit1_edited.png", "editing.png"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "line"),
+    [
+        (["inpaint=inputs", "mask=small_mask.png"], "the mask is 4x4 pixels and the image 8x8"),
+        (["inpaint=inputs", "mask=middle"], "mask='middle' is not a standard mask"),
+        (["inpaint=notes.png", "mask=centre"], "is not an image genlab can read"),
+        (["inpaint=inputs"], "inpaint= needs mask="),
+        (["edit=inputs", "strength=1.5"], "strength"),
+        (["strength=0.5"], "strength= with edit="),
+    ],
+)
+def test_bad_editing_requests_are_one_line(scratch: Path, arguments: list[str], line: str) -> None:
+    process = sample(scratch, *arguments, "out=refused")
+    assert process.returncode == 2, process.stderr[-3000:]
+    assert "Traceback" not in process.stderr
+    (message,) = [text for text in process.stderr.splitlines() if text.strip()]
+    assert message.startswith("genlab-sample: error: ") and line in message, message

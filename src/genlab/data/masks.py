@@ -100,3 +100,8 @@ def check_strength(strength: float) -> float:
 def paste(images: torch.Tensor, mask: torch.Tensor, completion: torch.Tensor) -> torch.Tensor:
     """`images` where the mask is 1, `completion` elsewhere: the known pixels come back exactly."""
     return torch.where(mask.bool(), images, completion.to(images.dtype))
+
+
+def masked_view(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """What a model is given to complete, for pictures: the known pixels, grey where it must fill."""
+    return paste(images, mask.to(images.device), torch.full_like(images, 0.5))

@@ -4,6 +4,7 @@ and SDEdit's image-to-image; the standard masks and the refusals of masks, image
 from __future__ import annotations
 
 import functools
+import json
 from itertools import pairwise
 from pathlib import Path
 
@@ -157,7 +158,16 @@ def scratch(tmp_path_factory) -> Path:
     env = train_env(root / "outputs")
     trained = call_entrypoint(
         "genlab-train",
-        [*TINY_DIFFUSION, "trainer.max_epochs=1", "model.conditional=true", f"hydra.run.dir={root / 'run'}"],
+        [
+            *TINY_DIFFUSION,
+            "trainer.max_epochs=1",
+            "model.conditional=true",
+            "callbacks.inpainting.enabled=true",
+            "callbacks.inpainting.num_images=16",
+            "callbacks.inpainting.masks=[centre]",
+            "callbacks.inpainting.options={steps: 2, resamplings: 2, jump_length: 1}",
+            f"hydra.run.dir={root / 'run'}",
+        ],
         cwd=root,
         env=env,
     )
@@ -171,6 +181,13 @@ def scratch(tmp_path_factory) -> Path:
     png(root / "small_mask.png", np.full((4, 4), 255))
     (root / "notes.png").write_text("not a picture")
     return root
+
+
+def test_the_inpainting_metrics_score_the_test_images_when_enabled(scratch: Path) -> None:
+    metrics = json.loads((scratch / "run" / "metrics.json").read_text())
+    assert 0 < metrics["test/inpaint_centre_mse"] < 1 and 0 <= metrics["test/inpaint_centre_label_acc"] <= 1
+    assert metrics["test/inpaint_centre_fid"] > 0 and metrics["test/inpaint_centre_seconds"] > 0
+    assert (scratch / "run" / "samples" / "inpainting_centre.png").is_file()
 
 
 def sample(root: Path, *arguments: str) -> Result:

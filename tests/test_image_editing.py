@@ -3,7 +3,9 @@ and SDEdit's image-to-image; the standard masks and the refusals of masks, image
 
 from __future__ import annotations
 
+import base64
 import functools
+import io
 import json
 from itertools import pairwise
 from pathlib import Path
@@ -228,3 +230,31 @@ def test_bad_editing_requests_are_one_line(scratch: Path, arguments: list[str], 
     assert "Traceback" not in process.stderr
     (message,) = [text for text in process.stderr.splitlines() if text.strip()]
     assert message.startswith("genlab-sample: error: ") and line in message, message
+
+
+def test_the_server_inpaints_an_upload_and_answers_a_bad_one_with_a_400(scratch: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from genlab.run.loading import load_run
+    from genlab.serving.app import create_app
+    from genlab.serving.settings import ServeSettings
+
+    digit = np.asarray(Image.open(scratch / "inputs" / "digit0.png"))
+    mask = io.BytesIO()
+    alpha = np.where(np.arange(8)[:, None] < 4, 255, 0).repeat(8, 1)  # OpenAI's way: transparent = fill
+    Image.fromarray(np.stack([digit] * 3 + [alpha], -1).astype(np.uint8), "RGBA").save(mask, "png")
+    upload = {"image": ("digit.png", (scratch / "inputs" / "digit0.png").read_bytes(), "image/png")}
+    with TestClient(create_app(load_run(scratch / "run"), ServeSettings(max_n=4))) as client:
+        answer = client.post(
+            "/v1/images/edits",
+            files={**upload, "mask": ("mask.png", mask.getvalue(), "image/png")},
+            data={"n": "2", "seed": "3", "prompt": "a digit"},
+        )
+        assert answer.status_code == 200, answer.text
+        (first, second) = [base64.b64decode(item["b64_json"]) for item in answer.json()["data"]]
+        completed = np.asarray(Image.open(io.BytesIO(first)).convert("L"))
+        assert np.array_equal(completed[:4], digit[:4])  # the opaque, known top half
+        assert first != second  # n completions, each its own draw
+        assert client.post("/v1/images/edits", files=upload, data={"n": "5"}).status_code == 400  # over max_n
+        refused = client.post("/v1/images/edits", files=upload, data={"strength": "2"})
+        assert refused.status_code == 400 and "outside [0, 1]" in refused.json()["error"]["message"]

@@ -5,7 +5,6 @@ endpoints' annotations.)
 """
 
 import asyncio
-import base64
 import json
 import secrets
 import time
@@ -17,13 +16,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 import genlab
 from genlab.errors import GenlabError, check
-from genlab.models.contracts import ImageGenerator, IncrementalDecoder, contracts_of
+from genlab.models.contracts import ImageGenerator, IncrementalDecoder, Inpainter, contracts_of
 from genlab.run.loading import LoadedRun
 from genlab.serving.batching import ModelThread, Reply
+from genlab.serving.edits import add_edits_route
 from genlab.serving.http import (
     RequestLimits,
     error_response,
@@ -31,7 +30,7 @@ from genlab.serving.http import (
     model_error,
     model_error_response,
 )
-from genlab.serving.images import ImageEngine, ImageJob, png_bytes
+from genlab.serving.images import BATCH_HEADER, SEED_HEADER, ImageEngine, ImageJob, images_answer
 from genlab.serving.info import run_info
 from genlab.serving.schemas import (
     DEFAULT_MAX_TOKENS,
@@ -45,8 +44,6 @@ from genlab.serving.settings import ServeSettings
 from genlab.serving.text import CompletionJob, TextEngine
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 413, 500, 503)}
-BATCH_HEADER = "x-genlab-batch-requests"
-SEED_HEADER = "x-genlab-seed"
 
 
 def random_seed() -> int:
@@ -89,6 +86,8 @@ def create_app(run: LoadedRun, settings: ServeSettings) -> FastAPI:
         request_model = images_request_model(settings, image_model.options, image_model.num_classes)
         endpoint = "POST /v1/images"
         add_images_route(app, engine, request_model, name)
+        if isinstance(model, Inpainter):
+            add_edits_route(app, model, settings, name)
     fields = list(request_model.model_fields)
     install_error_handlers(app, {endpoint.split()[1]: fields}, f"{endpoint}, GET /, /health, /info, /docs")
     served = {
@@ -153,12 +152,7 @@ def add_images_route(app: FastAPI, engine: ImageEngine, request_model: type, nam
             drawn, shared_with = await future
         except Exception as exc:
             return model_error_response(exc)
-        headers = {SEED_HEADER: str(seed), BATCH_HEADER: str(shared_with)}
-        if body.response_format == "png":
-            return Response(await run_in_threadpool(png_bytes, drawn), media_type="image/png", headers=headers)
-        pngs = await run_in_threadpool(lambda: [png_bytes(image[None]) for image in drawn])
-        data = [{"b64_json": base64.b64encode(png).decode("ascii")} for png in pngs]
-        return JSONResponse({"created": int(time.time()), "model": name, "seed": seed, "data": data}, headers=headers)
+        return await images_answer(drawn, seed, shared_with, body.response_format, name)
 
 
 def sse(data: dict[str, Any] | str) -> str:

@@ -20,6 +20,7 @@ from PIL import Image
 from test_diffusion import TINY_DIFFUSION
 
 from genlab.data.digits import DigitsDataModule
+from genlab.data.image_files import decode_mask, read_images, read_mask
 from genlab.data.masks import STANDARD_MASKS, bottom_half, centre_square, check_strength, standard_mask
 from genlab.errors import GenlabError, InputError
 from genlab.models.contracts import Editor, Inpainter
@@ -217,9 +218,7 @@ def test_genlab_sample_inpaints_and_edits_a_folder_of_images(scratch: Path) -> N
     ("arguments", "line"),
     [
         (["inpaint=inputs", "mask=small_mask.png"], "the mask is 4x4 pixels and the image 8x8"),
-        (["inpaint=inputs", "mask=middle"], "mask='middle' is not a standard mask"),
         (["inpaint=notes.png", "mask=centre"], "is not an image genlab can read"),
-        (["inpaint=inputs"], "inpaint= needs mask="),
         (["edit=inputs", "strength=1.5"], "strength"),
         (["strength=0.5"], "strength= with edit="),
     ],
@@ -230,6 +229,17 @@ def test_bad_editing_requests_are_one_line(scratch: Path, arguments: list[str], 
     assert "Traceback" not in process.stderr
     (message,) = [text for text in process.stderr.splitlines() if text.strip()]
     assert message.startswith("genlab-sample: error: ") and line in message, message
+
+
+def test_files_and_mask_names_that_do_not_fit_are_one_line(scratch: Path) -> None:
+    with pytest.raises(InputError, match="mask='middle' is not a standard mask"):
+        read_mask("middle", {(8, 8)}, SPEC.shape, 1)
+    with pytest.raises(InputError, match="the images have 2 sizes and one mask file fits one"):
+        read_mask(str(scratch / "mask.png"), {(8, 8), (9, 9)}, SPEC.shape, 2)
+    with pytest.raises(InputError, match="the mask has no transparency"):
+        decode_mask(scratch / "mask.png", (8, 8), 8, 8, alpha=True)
+    with pytest.raises(InputError, match="holds no image"):
+        read_images(scratch / "run" / "checkpoints", SPEC.shape)
 
 
 def test_the_server_inpaints_an_upload_and_answers_a_bad_one_with_a_400(scratch: Path) -> None:

@@ -86,8 +86,6 @@ def create_app(run: LoadedRun, settings: ServeSettings) -> FastAPI:
         request_model = images_request_model(settings, image_model.options, image_model.num_classes)
         endpoint = "POST /v1/images"
         add_images_route(app, engine, request_model, name)
-        if isinstance(model, Inpainter):
-            add_edits_route(app, model, settings, name)
     fields = list(request_model.model_fields)
     install_error_handlers(app, {endpoint.split()[1]: fields}, f"{endpoint}, GET /, /health, /info, /docs")
     served = {
@@ -105,6 +103,9 @@ def create_app(run: LoadedRun, settings: ServeSettings) -> FastAPI:
             "batch_invariant": settings.batch_invariant,
         },
     }
+    if isinstance(model, Inpainter) and not is_text:
+        add_edits_route(app, model, settings, name)
+        served["edits"] = "POST /v1/images/edits"
     info = run_info(run, name, served)
     page = (files("genlab.serving") / "page.html").read_text(encoding="utf-8")
 

@@ -76,8 +76,9 @@ def test_diffusion_inpaints_and_edits_with_its_sampler(objective: str) -> None:
 
 
 @pytest.mark.parametrize("path", [NoiseSchedule("linear", 20), LinearPath()], ids=["ddpm", "flow"])
-def test_repaints_last_step_reaches_the_known_pixels_exactly(path) -> None:
-    """Whatever the denoiser says, the known region after the last reverse step is the original itself."""
+def test_repaint_keeps_the_known_pixels_exactly_and_a_model_that_knows_the_data_completes_it(path) -> None:
+    """Whatever the denoiser says, the known region after the last reverse step is the original itself; a denoiser
+    that knows the data (one pattern) fills the rest with the pattern."""
     sampler = Euler(path) if isinstance(path, LinearPath) else DDIM(path, eta=1.0)
     known = IMAGES * 2 - 1
 
@@ -86,8 +87,16 @@ def test_repaints_last_step_reaches_the_known_pixels_exactly(path) -> None:
 
     x = repaint(path, sampler.step, denoise, known, MASK, 4, seeded(), jump_length=2, resamplings=3)
     assert torch.equal(x[MASK.expand_as(x).bool()], known[MASK.expand_as(known).bool()])
-    # SDEdit at strength 0 is the image; at full strength it ignores it (a_T ~ 0)
-    assert torch.equal(sdedit(path, sampler.step, denoise, known, 0.0, 4, seeded()), known)
+    assert torch.equal(sdedit(path, sampler.step, denoise, known, 0.0, 4, seeded()), known)  # strength 0: the image
+
+    pattern = torch.linspace(-1, 1, 64).view(1, 1, 8, 8).expand_as(known)  # what a model that knows the data draws
+
+    def oracle(x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        a, s = path.scalars(t)
+        return pattern, (x - a * pattern) / s
+
+    completed = repaint(path, sampler.step, oracle, torch.where(MASK.bool(), pattern, known), MASK, 4, seeded(), 2, 2)
+    assert torch.allclose(completed, pattern, atol=1e-5)
 
 
 def test_repaints_schedule_goes_back_up_each_jump_resamplings_minus_one_times() -> None:

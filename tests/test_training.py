@@ -83,14 +83,15 @@ def test_non_finite_loss_stops_the_run_with_one_clear_line(genlab_train) -> None
     assert run.returncode == 2, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
     (line,) = [line for line in run.stderr.splitlines() if "error:" in line]
-    assert "train/loss became inf at batch 0 of epoch 0" in line
+    assert "train/loss became inf at step 0 (batch 0 of epoch 0)" in line
     manifest = (run.dir / "manifest.json").read_text()
     assert '"status": "failed"' in manifest and "train/loss became inf" in manifest
 
 
-def test_the_callback_checks_every_step() -> None:
+def test_the_callback_checks_every_backward_pass() -> None:
     callback = StopOnNonFiniteLoss()
-    trainer = SimpleNamespace(global_step=7, current_epoch=1)
-    callback.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.0)}, None, 0)
-    with pytest.raises(NonFiniteLossError, match=r"train/loss became nan at batch 0 of epoch 1; lower"):
-        callback.on_train_batch_end(trainer, None, {"loss": torch.tensor(float("nan"))}, None, 0)
+    loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_idx=3))
+    trainer = SimpleNamespace(global_step=7, current_epoch=1, fit_loop=loop)
+    callback.on_before_backward(trainer, None, torch.tensor(1.0))
+    with pytest.raises(NonFiniteLossError, match=r"train/loss became nan at step 7 \(batch 3 of epoch 1\); lower"):
+        callback.on_before_backward(trainer, None, torch.tensor(float("nan")))

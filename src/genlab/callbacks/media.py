@@ -10,6 +10,8 @@ import torch
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
+from genlab.files import atomic_write
+
 
 def save_grid(images: torch.Tensor, nrow: int, path: Path | BinaryIO) -> torch.Tensor:
     """Tile images in [0, 1] into one picture (white 2-px gaps), write it as a PNG (to a file or a binary stream)
@@ -18,7 +20,11 @@ def save_grid(images: torch.Tensor, nrow: int, path: Path | BinaryIO) -> torch.T
     One layout for the pictures written during training, genlab-sample's and genlab-serve's.
     """
     grid = make_grid(images.float().cpu(), nrow=nrow, padding=2, pad_value=1.0)
-    save_image(grid, path, format="png")
+    if isinstance(path, Path):
+        with atomic_write(path) as partial:
+            save_image(grid, partial, format="png")
+    else:
+        save_image(grid, path, format="png")
     return grid
 
 

@@ -14,8 +14,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from genlab.comparison.reading import MISSING, RunRecord, _number, find_runs
+from genlab.comparison.reading import MISSING, RunRecord, Skipped, _number, empty_jobs, find_runs, read_runs
 from genlab.errors import DataError
+from genlab.files import atomic_write, write_text_atomically
 from genlab.run.layout import EVALS_DIR
 
 
@@ -45,6 +46,8 @@ class SweepTable:
     judged_metric: str | None
     judged_mode: str | None
     notes: list[str]
+    #: Run folders that could not be read (damaged, empty, half-written): left out, and counted in the header.
+    skipped: list[Skipped] = field(default_factory=list)
 
     def records(self) -> list[dict[str, Any]]:
         """One flat dict per row (e.g. for `pandas.DataFrame(table.records())`)."""
@@ -65,9 +68,10 @@ class SweepTable:
             if self.judged_metric
             else "no best row"
         )
+        unreadable = f" ({len(self.skipped)} unreadable runs skipped)" if self.skipped else ""
         return (
-            f"{runs} runs, {len(self.rows)} configurations; mean ± std over seeds (sample std), n completed runs; "
-            f"{judged}"
+            f"{runs} runs{unreadable}, {len(self.rows)} configurations; mean ± std over seeds (sample std), "
+            f"n completed runs; {judged}"
         )
 
     def cells(self, row: Row, metrics: Sequence[str] | None = None) -> list[str]:
@@ -96,6 +100,10 @@ class SweepTable:
             lines.append("\n## Runs that did not complete\n")
             lines.append("| run | status | error |\n|---|---|---|")
             lines += [f"| {run.path} | {run.status} | {(run.error or '').replace('|', '/')} |" for run in self.failed]
+        if self.skipped:
+            lines.append("\n## Runs that could not be read (skipped)\n")
+            lines.append("| run | reason |\n|---|---|")
+            lines += [f"| {run.path} | {run.reason.replace('|', '/')} |" for run in self.skipped]
         return "\n".join(lines) + "\n"
 
     def _repr_markdown_(self) -> str:
@@ -104,9 +112,9 @@ class SweepTable:
     def write(self, out_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
         markdown, table = out_dir / "comparison.md", out_dir / "comparison.csv"
-        markdown.write_text(self.to_markdown())
+        write_text_atomically(markdown, self.to_markdown())
         records = self.records()
-        with table.open("w", newline="") as f:
+        with atomic_write(table) as partial, partial.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(records[0]) if records else self.columns())
             writer.writeheader()
             writer.writerows(records)
@@ -167,15 +175,18 @@ def load_sweep(paths: str | Path | Iterable[str | Path], evaluations: bool = Fal
     where = ", ".join(map(str, paths))
     if not run_dirs:
         raise DataError(f"no run folders (with .hydra/config.yaml) under {where}")
-    if not evaluations:
-        runs = [RunRecord.read(path) for path in run_dirs]
-    else:
-        runs = [evaluation for path in run_dirs for evaluation in RunRecord.evaluations(path)]
-        if not runs:
-            raise DataError(
-                f"--evals: the runs under {where} have no genlab-eval records ({EVALS_DIR}/*.json); evaluate them "
-                f"first, e.g. genlab-eval run=RUN model.guidance=2"
-            )
+    runs, skipped = read_runs(run_dirs, evaluations)
+    if len(skipped) == len(run_dirs):
+        raise DataError(
+            f"none of the {len(run_dirs)} run folders under {where} is readable (first: {skipped[0].path}: "
+            f"{skipped[0].reason}); restore their files or give other runs"
+        )
+    skipped += empty_jobs(paths)
+    if evaluations and not runs:
+        raise DataError(
+            f"--evals: the runs under {where} have no genlab-eval records ({EVALS_DIR}/*.json); evaluate them "
+            f"first, e.g. genlab-eval run=RUN model.guidance=2"
+        )
     params = varied_params(runs)
     completed = [run for run in runs if run.completed]
     notes: list[str] = []
@@ -215,4 +226,4 @@ def load_sweep(paths: str | Path | Iterable[str | Path], evaluations: bool = Fal
         sign = 1 if judged_mode == "min" else -1
         min(ranked, key=lambda row: sign * row.stats[judged_metric][0]).best = True
     failed = [run for run in runs if not run.completed]
-    return SweepTable(params, metrics, rows, failed, judged_metric, judged_mode, notes)
+    return SweepTable(params, metrics, rows, failed, judged_metric, judged_mode, notes, skipped)

@@ -23,6 +23,7 @@ from genlab.data.spec import DataSpec
 from genlab.data.tensor_dataset import already_batched
 from genlab.data.tokenizers import SymbolTokenizer
 from genlab.errors import DataError
+from genlab.files import write_text_atomically
 from genlab.settings import NonNegativeInt, PositiveInt
 
 #: How many items a split takes: a count, or a fraction of the items when below 1.
@@ -221,5 +222,5 @@ class SequenceDataModule(pl.LightningDataModule, ABC):
     def write_samples(cls, texts: Sequence[str], tokenizer: SymbolTokenizer, out: Path) -> list[Path]:
         """genlab-sample's files for generated sequences: `sequences.txt`, one a line (domains write their own)."""
         path = out / "sequences.txt"
-        path.write_text("".join(f"{text}\n" for text in texts), encoding="utf-8")
+        write_text_atomically(path, "".join(f"{text}\n" for text in texts))
         return [path]

@@ -40,6 +40,8 @@ TENSORBOARD_DIR = "tensorboard"
 CSV_DIR = "csv"
 CSV_METRICS = Path(CSV_DIR) / "metrics.csv"
 MULTIRUN_FILE = "multirun.yaml"
+#: The Optuna sweeper's study (SQLite) in its sweep folder, unless hydra.sweeper.storage names another database.
+STUDY_FILE = "optuna.db"
 #: The names the configs read with `${run_folder:NAME}` (callbacks/default.yaml, logger/csv.yaml, logger/...).
 LAYOUT = {
     "checkpoints": CHECKPOINTS,

@@ -135,6 +135,7 @@ class Page:
         parser.add_argument("-s", action="store_true")
         parser.add_argument("-H", action="append", default=[])
         parser.add_argument("-d")
+        parser.add_argument("-F", action="append", default=[])  # multipart: name=value, or name=@file to upload
         parser.add_argument("-o")
         parser.add_argument("url")
         options = parser.parse_args(args)
@@ -143,7 +144,12 @@ class Page:
         headers = dict(header.split(": ", 1) for header in options.H)
         path = "/" + options.url.split("/", 1)[1] if "/" in options.url else "/"
         with TestClient(self.app) as client:
-            if options.d is None:
+            if options.F:
+                fields = dict(field.split("=", 1) for field in options.F)
+                files = {k: (v[1:], (cwd / v[1:]).read_bytes()) for k, v in fields.items() if v.startswith("@")}
+                data = {k: v for k, v in fields.items() if not v.startswith("@")}
+                response = client.post(path, headers=headers, files=files, data=data)
+            elif options.d is None:
                 response = client.get(path, headers=headers)
             else:
                 response = client.post(path, headers=headers, content=options.d)

@@ -1,5 +1,6 @@
 """`genlab-sample run=RUN_DIR [n=64] [out=DIR] [seed=0] [label=K | labels=all] [guidance=W]`: draw images, text
-or whole sequences (molecules, music) from a trained run, reproducibly."""
+or whole sequences (molecules, music) from a trained run, reproducibly; with `inpaint=IMAGES mask=MASK` or
+`edit=IMAGES strength=S`, edit given images instead (docs/image-editing.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from genlab.commands import run_command
 from genlab.errors import ConfigError, check
 from genlab.files import writable_folder, write_text_atomically
 from genlab.run.layout import GENERATED_DIR
-from genlab.settings import GuidanceScale, NonNegativeFloat, PositiveInt
+from genlab.settings import GuidanceScale, NonNegativeFloat, PositiveInt, UnitFraction
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +45,10 @@ SETTINGS = {
     "temperature": NonNegativeFloat | None,
     "top_k": PositiveInt | None,
     "top_p": Annotated[float, Gt(0), Le(1)] | None,
+    "inpaint": str | None,
+    "mask": str | None,
+    "edit": str | None,
+    "strength": UnitFraction | None,
 }
 
 
@@ -133,6 +138,48 @@ def write_images(run: LoadedRun, cfg: DictConfig, out: Path, options: dict[str, 
     return written
 
 
+def write_edits(run: LoadedRun, cfg: DictConfig, out: Path) -> list[Path]:
+    """inpaint=IMAGES mask=MASK or edit=IMAGES strength=S: each image completed (edited) as NAME_inpainted.png
+    (NAME_edited.png), and one picture of them all: inpainting.png (rows of masked input, completion, original) or
+    editing.png (original, edited)."""
+    import torch
+
+    from genlab.callbacks.media import save_grid
+    from genlab.data.image_files import read_images, read_mask
+    from genlab.data.masks import masked_view
+    from genlab.models.contracts import Editor, Inpainter
+
+    model = run.model
+    check(cfg.inpaint is None or cfg.edit is None, "give inpaint=IMAGES or edit=IMAGES, not both")
+    check(cfg.labels is None, "labels= is for drawing samples; give label=K to complete or edit towards class K")
+    inpainting = cfg.inpaint is not None
+    contract, method = (Inpainter, "inpaint") if inpainting else (Editor, "edit")
+    check(isinstance(model, contract), f"{type(model).__name__} does not {method} images; the diffusion model does")
+    options = sampler_options(cfg, model, [getattr(model, method)])
+    if cfg.label is not None:
+        options["labels"] = cfg.label
+    generator = torch.Generator().manual_seed(cfg.seed)
+    images, names, sizes = read_images(Path(cfg.inpaint or cfg.edit).expanduser(), model.spec.shape)
+    if inpainting:
+        check(
+            cfg.mask is not None,
+            "inpaint= needs mask=: a mask image (white = keep, black = fill) or centre, bottom, boxes",
+        )
+        mask = read_mask(cfg.mask, sizes, model.spec.shape, len(images), generator)
+        done = model.inpaint(images, mask, generator, **options).cpu()
+        columns, suffix, picture = [masked_view(images, mask), done, images], "inpainted", "inpainting"
+    else:
+        check(cfg.strength is not None, "edit= needs strength=S in [0, 1] (0 keeps the image, 1 redraws it; try 0.5)")
+        done = model.edit(images, cfg.strength, generator, **options).cpu()
+        columns, suffix, picture = [images, done], "edited", "editing"
+    written = []
+    for name, image in zip(names, done, strict=True):
+        save_grid(image[None], 1, out / f"{name}_{suffix}.png")
+        written.append(out / f"{name}_{suffix}.png")
+    save_grid(torch.stack(columns, 1).flatten(0, 1), len(columns), out / f"{picture}.png")
+    return [*written, out / f"{picture}.png"]
+
+
 def temperature_of(run: LoadedRun, cfg: DictConfig) -> float:
     """The sampling temperature asked for, else the run's own (`model.sample_temperature`)."""
     return cfg.temperature if cfg.temperature is not None else run.model.sample_temperature
@@ -191,7 +238,11 @@ def sample(cfg: DictConfig, overrides: list[str]) -> list[Path]:
 
     run = load_run(cfg.run, cfg.ckpt, device=cfg.device, overrides=overrides)
     model = run.model
-    if isinstance(model, SequenceGenerator):
+    editing = cfg.inpaint is not None or cfg.edit is not None
+    check(editing or (cfg.mask is None and cfg.strength is None), "mask= goes with inpaint=, strength= with edit=")
+    if editing:
+        written = write_edits(run, cfg, output_folder(cfg, run.dir))
+    elif isinstance(model, SequenceGenerator):
         check(cfg.label is None and cfg.labels is None, "label= and labels= are for image models")
         options = sampler_options(cfg, model, [model.generate_text, model.generate_sequences])
         out = output_folder(cfg, run.dir)

@@ -88,6 +88,16 @@ class ClassConditioning:
             )
         return labels.to(device)
 
+    def for_editing(self, n: int, labels: Labels | None, device: torch.device | str) -> torch.Tensor | None:
+        """The labels of n images to complete: a conditional model without an unconditional half (VAE, GAN) needs
+        the images' classes, given; an unconditional one takes none."""
+        if labels is None and self.enabled:
+            raise InputError(
+                "this model is class-conditional and completes an image of a given class: give the images' labels "
+                "(genlab-sample label=K)"
+            )
+        return None if labels is None else self.for_sampling(n, labels, device)
+
     def _require(self, what: str) -> int:
         if self.num_classes is None:
             raise ConfigError(

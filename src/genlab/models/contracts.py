@@ -4,8 +4,8 @@ from method names.
 A model family declares each capability by inheriting its contract, e.g.
 `class Diffusion(GenerativeModel, ImageGenerator, ConditionalModel)`; Python then refuses to build a model that
 misses one of the contract's abstract methods, and tests/test_contracts.py checks every configured model's
-signatures against its contracts. A consumer asks `isinstance(model, ImageGenerator)`. A new capability (inpainting,
-a masked LM's unmasking) is one more contract here and an `isinstance` test in the consumers that use it; the
+signatures against its contracts. A consumer asks `isinstance(model, ImageGenerator)`. A new capability (a masked LM's
+unmasking) is one more contract here and an `isinstance` test in the consumers that use it; the
 families that lack it, and the other consumers, stay as they are.
 """
 
@@ -65,6 +65,43 @@ class LatentImageGenerator(ImageGenerator):
     @abstractmethod
     def generate(self, z: torch.Tensor, **options: Any) -> torch.Tensor:
         """The images of latent points `z` (options: those of `sample` that apply per image, e.g. `labels`)."""
+
+
+class Inpainter(ABC):
+    """Fills the unknown pixels of images (inpainting), keeping the known ones exactly.
+
+    `images` (N, *spec.shape) in [0, 1]; `mask` (N or 1, 1 or C, H, W) of 0 and 1, where **1 marks a known pixel
+    and 0 one to fill** (`genlab.data.masks`; the OpenAI edits API's "transparent = edit" is converted at the server's
+    edge). A conditional model completes for `labels` when given. A family's own settings (a diffusion model's
+    resampling, a GAN's optimizer steps) are keyword parameters with defaults.
+    """
+
+    @abstractmethod
+    def inpaint(
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        labels: Any = None,
+        **options: Any,
+    ) -> torch.Tensor:
+        """The completed images in [0, 1], equal to `images` where `mask` is 1."""
+
+
+class Editor(ABC):
+    """Image-to-image (SDEdit, Meng et al., 2022): noise `images` to `strength` in [0, 1] (0: unchanged, 1: pure
+    noise) and denoise; a conditional model can be steered to `labels` (with `guidance`), e.g. a 3 into an 8."""
+
+    @abstractmethod
+    def edit(
+        self,
+        images: torch.Tensor,
+        strength: float,
+        generator: torch.Generator | None = None,
+        labels: Any = None,
+        guidance: float | None = None,
+    ) -> torch.Tensor:
+        """The edited images in [0, 1]."""
 
 
 class ConditionalModel(ABC):
@@ -138,6 +175,8 @@ CONTRACTS: tuple[type, ...] = (
     ImageGenerator,
     LatentImageGenerator,
     ConditionalModel,
+    Inpainter,
+    Editor,
     SequenceGenerator,
     IncrementalDecoder,
 )

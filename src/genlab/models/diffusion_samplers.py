@@ -54,16 +54,23 @@ class DDIM:
     ) -> Iterator[torch.Tensor]:
         x = noise
         for t, u in pairwise(self.schedule.grid(steps)):
-            x0, _ = denoise(x, t)
-            a_t, s_t = self.schedule.scalars(t)
-            a_u, s_u = self.schedule.scalars(u)
-            x0 = x0.clamp(-1, 1)
-            eps = (x - a_t * x0) / s_t
-            sigma = self.eta * s_u / s_t * math.sqrt(max(0.0, 1 - (a_t / a_u) ** 2))
-            x = a_u * x0 + math.sqrt(max(0.0, s_u**2 - sigma**2)) * eps
-            if sigma > 0:
-                x = x + sigma * standard_normal(x, generator)
+            x = self.step(denoise, x, t, u, generator)
             yield x
+
+    def step(
+        self, denoise: Denoise, x: torch.Tensor, t: float, u: float, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """x at the earlier time u from x at time t."""
+        x0, _ = denoise(x, t)
+        a_t, s_t = self.schedule.scalars(t)
+        a_u, s_u = self.schedule.scalars(u)
+        x0 = x0.clamp(-1, 1)
+        eps = (x - a_t * x0) / s_t
+        sigma = self.eta * s_u / s_t * math.sqrt(max(0.0, 1 - (a_t / a_u) ** 2))
+        x = a_u * x0 + math.sqrt(max(0.0, s_u**2 - sigma**2)) * eps
+        if sigma > 0:
+            x = x + sigma * standard_normal(x, generator)
+        return x
 
 
 @dataclass(frozen=True)
@@ -77,9 +84,15 @@ class Euler:
     ) -> Iterator[torch.Tensor]:
         x = noise
         for t, u in pairwise(self.path.grid(steps)):
-            x0, eps = denoise(x, t)
-            x = x + (u - t) * (eps - x0)
+            x = self.step(denoise, x, t, u, generator)
             yield x
+
+    def step(
+        self, denoise: Denoise, x: torch.Tensor, t: float, u: float, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """x at the earlier time u from x at time t."""
+        x0, eps = denoise(x, t)
+        return x + (u - t) * (eps - x0)
 
 
 Sampler = DDIM | Euler

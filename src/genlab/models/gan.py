@@ -11,10 +11,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from genlab.data.masks import check_images, check_mask, paste
 from genlab.data.spec import DataSpec
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
 from genlab.models.conditioning import ClassConditioning, Labels
-from genlab.models.contracts import ConditionalModel, LatentImageGenerator
+from genlab.models.contracts import ConditionalModel, Inpainter, LatentImageGenerator
 from genlab.models.ema import ema_copy
 from genlab.models.gan_losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 from genlab.models.images import SignedImageRange, slerp
@@ -28,7 +29,7 @@ def gradient_norm(parameters: Iterable[nn.Parameter]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(foreach_norm(grads))) if grads else torch.zeros(())
 
 
-class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, SignedImageRange):
+class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter, SignedImageRange):
     """Generator G and discriminator D from `net`, trained adversarially; judged by `val/fid` (lower is better).
 
     Every training batch makes one D step; every `n_critic`-th batch also makes one G step (the WGAN recipe), so
@@ -125,6 +126,32 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, SignedImageRa
         classes."""
         z = self.noise(n, generator)
         return self.generate(z, self.conditioning.for_sampling(n, labels, self.device))
+
+    def inpaint(
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        labels: Labels | None = None,
+        *,
+        steps: PositiveInt = 200,
+        lr: PositiveFloat = 0.05,
+    ) -> torch.Tensor:
+        """`images` (in [0, 1]) completed where `mask` is 0 by GAN inversion on the known pixels: Adam (`lr`) on a
+        latent drawn from `generator`, `steps` times, against their squared error (Yeh et al., 2017, without the
+        discriminator's term); the weights are not touched. A conditional GAN needs the images' `labels`."""
+        with torch.inference_mode(False), torch.enable_grad():  # also when called under no_grad or inference mode
+            images = check_images(images, self.spec.shape, self.device).clone()
+            mask = check_mask(images, mask).clone()
+            labels = self.conditioning.for_editing(len(images), labels, self.device)
+            z = self.noise(len(images), generator).clone().requires_grad_(True)
+            optimizer = torch.optim.Adam([z], lr=lr)
+            for _ in range(steps):
+                loss = ((self.generate(z, labels) - images) * mask).square().sum()
+                (z.grad,) = torch.autograd.grad(loss, z)
+                optimizer.step()
+            with torch.no_grad():
+                return paste(images, mask, self.generate(z, labels))
 
     # -- training ---------------------------------------------------------------------------------------------------
 

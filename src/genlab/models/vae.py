@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from genlab.data.masks import check_images, check_mask, paste
 from genlab.data.spec import DataSpec
 from genlab.errors import check
 from genlab.metrics.active_units import ActiveUnits
@@ -22,14 +23,14 @@ from genlab.metrics.likelihood import (
 )
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
 from genlab.models.conditioning import ClassConditioning, Labels
-from genlab.models.contracts import ConditionalModel, LatentImageGenerator
+from genlab.models.contracts import ConditionalModel, Inpainter, LatentImageGenerator
 from genlab.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 #: Decoded images per chunk when drawing many importance samples, to bound memory.
 IWAE_IMAGES_PER_CHUNK = 8192
 
 
-class VAE(GenerativeModel, LatentImageGenerator, ConditionalModel):
+class VAE(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter):
     """Gaussian-posterior VAE over images.
 
     Logged, per split: `elbo` (negative ELBO, nats per image, beta = 1 whatever the training beta), `recon`,
@@ -206,6 +207,29 @@ class VAE(GenerativeModel, LatentImageGenerator, ConditionalModel):
         """n images from the prior; pass a seeded CPU generator for the same noise every time. A conditional VAE
         draws them for `labels` (one class, or one per image), by default spread evenly over the classes."""
         return self.generate(self.noise(n, generator), self.conditioning.for_sampling(n, labels, self.device))
+
+    @torch.no_grad()
+    def inpaint(
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        labels: Labels | None = None,
+        *,
+        steps: PositiveInt = 20,
+    ) -> torch.Tensor:
+        """`images` (in [0, 1]) completed where `mask` is 0 by `steps` rounds of encode, draw z, decode, reset the
+        known pixels (Rezende et al., 2014's imputation chain), then the decoder's mean at the last posterior mean;
+        the filling starts as uniform noise from `generator`. A conditional VAE needs the images' `labels`."""
+        images = check_images(images, self.spec.shape, self.device)
+        mask = check_mask(images, mask)
+        labels = self.conditioning.for_editing(len(images), labels, self.device)
+        x = paste(images, mask, torch.rand(images.shape, generator=generator).to(self.device))
+        for _ in range(steps):
+            mu, logvar = self.encode(x, labels)
+            noise = torch.randn(mu.shape, generator=generator).to(self.device)
+            x = paste(images, mask, self.generate(mu + noise * torch.exp(0.5 * logvar), labels))
+        return paste(images, mask, self.generate(self.encode(x, labels)[0], labels))
 
     #: The reconstructions need real images: genlab-sample loads a test batch for them when the data is there.
     grids_use_real_images = True

@@ -5,7 +5,6 @@ endpoints' annotations.)
 """
 
 import asyncio
-import base64
 import json
 import secrets
 import time
@@ -17,13 +16,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 import genlab
 from genlab.errors import GenlabError, check
-from genlab.models.contracts import ImageGenerator, IncrementalDecoder, contracts_of
+from genlab.models.contracts import ImageGenerator, IncrementalDecoder, Inpainter, contracts_of
 from genlab.run.loading import LoadedRun
 from genlab.serving.batching import ModelThread, Reply
+from genlab.serving.edits import add_edits_route
 from genlab.serving.guard import ApiKeyGuard, TimeLimit, api_key_of
 from genlab.serving.http import (
     RequestLimits,
@@ -32,7 +31,7 @@ from genlab.serving.http import (
     model_error,
     model_error_response,
 )
-from genlab.serving.images import ImageEngine, ImageJob, png_bytes
+from genlab.serving.images import BATCH_HEADER, SEED_HEADER, ImageEngine, ImageJob, images_answer
 from genlab.serving.info import run_info
 from genlab.serving.schemas import (
     DEFAULT_MAX_TOKENS,
@@ -46,8 +45,6 @@ from genlab.serving.settings import ServeSettings
 from genlab.serving.text import CompletionJob, TextEngine
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 413, 500, 503, 504)}
-BATCH_HEADER = "x-genlab-batch-requests"
-SEED_HEADER = "x-genlab-seed"
 
 
 def random_seed() -> int:
@@ -123,6 +120,9 @@ def create_app(run: LoadedRun, settings: ServeSettings) -> FastAPI:
             "batch_invariant": settings.batch_invariant,
         },
     }
+    if isinstance(model, Inpainter) and not is_text:
+        add_edits_route(app, model, settings, name)
+        served["edits"] = "POST /v1/images/edits"
     info = run_info(run, name, served)
     page = (files("genlab.serving") / "page.html").read_text(encoding="utf-8")
 
@@ -173,12 +173,7 @@ def add_images_route(app: FastAPI, engine: ImageEngine, request_model: type, nam
             return model_error_response(exc)
         finally:  # answered, or stopped by the time limit or the client: a job not drawn yet is dropped
             job.cancelled = True
-        headers = {SEED_HEADER: str(seed), BATCH_HEADER: str(shared_with)}
-        if body.response_format == "png":
-            return Response(await run_in_threadpool(png_bytes, drawn), media_type="image/png", headers=headers)
-        pngs = await run_in_threadpool(lambda: [png_bytes(image[None]) for image in drawn])
-        data = [{"b64_json": base64.b64encode(png).decode("ascii")} for png in pngs]
-        return JSONResponse({"created": int(time.time()), "model": name, "seed": seed, "data": data}, headers=headers)
+        return await images_answer(drawn, seed, shared_with, body.response_format, name)
 
 
 def sse(data: dict[str, Any] | str) -> str:

@@ -9,9 +9,11 @@ was alone or shared its passes with any others.
 
 from __future__ import annotations
 
+import base64
 import inspect
 import io
 import math
+import time
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
@@ -180,3 +182,21 @@ def png_bytes(images: Tensor) -> bytes:
     buffer = io.BytesIO()
     save_grid(images, math.ceil(math.sqrt(len(images))), buffer)
     return buffer.getvalue()
+
+
+BATCH_HEADER = "x-genlab-batch-requests"
+SEED_HEADER = "x-genlab-seed"
+
+
+async def images_answer(drawn: Tensor, seed: int, shared_with: int, response_format: str, name: str) -> Any:
+    """The answer to an images request: one PNG per image, base64 in JSON, or with `response_format: "png"` one PNG
+    grid; the seed and how many requests shared the passes in headers."""
+    from fastapi.responses import JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+
+    headers = {SEED_HEADER: str(seed), BATCH_HEADER: str(shared_with)}
+    if response_format == "png":
+        return Response(await run_in_threadpool(png_bytes, drawn), media_type="image/png", headers=headers)
+    pngs = await run_in_threadpool(lambda: [png_bytes(image[None]) for image in drawn])
+    data = [{"b64_json": base64.b64encode(png).decode("ascii")} for png in pngs]
+    return JSONResponse({"created": int(time.time()), "model": name, "seed": seed, "data": data}, headers=headers)

@@ -8,7 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import QUIET_TRAIN, Run, run_dirs, train_env
+from conftest import QUIET_TRAIN, TrainCall, run_dirs, train_env
 from inprocess import call_entrypoint
 from opacus.accountants import RDPAccountant
 
@@ -29,10 +29,11 @@ DP = [
 TINY_DP = [*DP, "model.net.hidden_dims=[16]", "model.latent_dim=4", "model.eval_iwae_k=0"]
 
 
-def train(folder: Path, *overrides: str) -> Run:
+def train(folder: Path, *overrides: str) -> TrainCall:
     log_dir = folder / "outputs"
     before = set(run_dirs(log_dir))
-    return Run(call_entrypoint("genlab-train", list(overrides), cwd=folder, env=train_env(log_dir)), log_dir, before)
+    result = call_entrypoint("genlab-train", list(overrides), cwd=folder, env=train_env(log_dir))
+    return TrainCall(result, log_dir, before)
 
 
 def recomputed(noise: float, sample_rate: float, steps: int, delta: float) -> float:
@@ -42,7 +43,7 @@ def recomputed(noise: float, sample_rate: float, steps: int, delta: float) -> fl
 
 
 @pytest.fixture(scope="module")
-def dp_run(tmp_path_factory) -> tuple[Path, Run]:
+def dp_run(tmp_path_factory) -> tuple[Path, TrainCall]:
     folder = tmp_path_factory.mktemp("dp")
     return folder, train(folder, *TINY_DP, "privacy.epsilon=null", "privacy.noise_multiplier=1.0").check()
 

@@ -166,7 +166,7 @@ def test_a_sweep_into_a_folder_holding_runs_is_refused(workspace: Workspace, run
 RESUME_REFUSALS = {
     "a setting that changes the model": (["model.latent_dim=3"], "model.latent_dim cannot change; allowed:"),
     "a wrong type for an allowed setting": (["trainer.max_epochs=abc"], "trainer.max_epochs='abc' is not allowed"),
-    "resume inside a sweep": (["-m", "trainer.max_epochs=3,4"], "resume= continues one run; it cannot be part of"),
+    "resume inside a sweep": (["-m", "trainer.max_epochs=3,4"], "in a sweep (-m), resume=true continues the sweep"),
 }
 
 

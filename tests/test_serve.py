@@ -382,6 +382,25 @@ def test_the_page_streams_a_completion_in_chromium(text_server: Server, browser,
     screenshot(browser, tmp_path, "serve_page_text.png")
 
 
+def test_the_page_inpaints_what_is_painted_on_its_canvas_in_chromium(image_server: Server, browser, tmp_path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(image_server.url + "/")
+    canvas = browser.find_element(By.ID, "canvas")
+    WebDriverWait(browser, 60).until(lambda b: canvas.get_attribute("width") == "8")  # the digit, at its own size
+    ActionChains(browser).move_to_element(canvas).click_and_hold().move_by_offset(30, 30).release().perform()
+    painted = browser.execute_script("return editing.fill.reduce((sum, pixel) => sum + pixel, 0)")
+    assert 0 < painted < 64
+    browser.find_element(By.ID, "inpaint").click()
+    WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text.startswith("inpainted"))
+    edited = browser.find_element(By.ID, "edited")
+    WebDriverWait(browser, 60).until(lambda b: b.execute_script("return arguments[0].naturalWidth", edited) > 0)
+    assert browser.execute_script("return arguments[0].naturalWidth", edited) == 42  # the grid of 16 completions
+    screenshot(browser, tmp_path, "serve_page_inpainting.png")
+
+
 # -- stopping ------------------------------------------------------------------------------------------------------
 
 
@@ -401,22 +420,3 @@ def test_sigterm_finishes_the_requests_in_flight_and_stops_cleanly(text_server: 
         assert "Application shutdown complete" in output and "Traceback" not in output, output[-3000:]
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{text.url}/health")
-
-
-def test_the_page_inpaints_what_is_painted_on_its_canvas_in_chromium(image_server: Server, browser, tmp_path) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    browser.get(image_server.url + "/")
-    canvas = browser.find_element(By.ID, "canvas")
-    WebDriverWait(browser, 60).until(lambda b: canvas.get_attribute("width") == "8")  # the digit, at its own size
-    ActionChains(browser).move_to_element(canvas).click_and_hold().move_by_offset(30, 30).release().perform()
-    painted = browser.execute_script("return editing.fill.reduce((sum, pixel) => sum + pixel, 0)")
-    assert 0 < painted < 64
-    browser.find_element(By.ID, "inpaint").click()
-    WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text.startswith("inpainted"))
-    edited = browser.find_element(By.ID, "edited")
-    WebDriverWait(browser, 60).until(lambda b: b.execute_script("return arguments[0].naturalWidth", edited) > 0)
-    assert browser.execute_script("return arguments[0].naturalWidth", edited) == 42  # the grid of 16 completions
-    screenshot(browser, tmp_path, "serve_page_inpainting.png")

@@ -31,14 +31,14 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     from genlab.building import build
     from genlab.checks import evaluated_splits
     from genlab.run.loading import load_run
-    from genlab.training import metric_callbacks, summaries_of
+    from genlab.training import evaluation_callbacks, summaries_of
 
     run = load_run(cfg.run, cfg.ckpt, overrides=overrides)
     evaluated_at = datetime.now(timezone.utc)
     record = run.dir / EVALS_DIR / f"{evaluated_at:%Y-%m-%d_%H-%M-%S}_{run.checkpoint.stem}.json"
     writable_folder(record.parent)
     pl.seed_everything(run.config.seed, verbose=False)
-    callbacks = metric_callbacks(run.config)
+    callbacks = evaluation_callbacks(run.config)
     trainer: pl.Trainer = build(
         "trainer",
         run.config.trainer,

@@ -59,6 +59,18 @@ def metric_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     return [build("metrics", cfg.metrics)] if cfg.get("metrics") and "_target_" in cfg.metrics else []
 
 
+#: Callbacks of the `callbacks` group that measure the trained model at test: genlab-eval runs them again.
+EVALUATION_CALLBACKS = ("memorization", "inpainting")
+
+
+def evaluation_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """What a run's evaluation computes beyond the model's own metrics: the metrics group and the callbacks of
+    EVALUATION_CALLBACKS that the run's config has, so genlab-eval reproduces every number of metrics.json."""
+    group = cfg.get("callbacks") or {}
+    chosen = [name for name in EVALUATION_CALLBACKS if group.get(name) is not None and "_target_" in group[name]]
+    return metric_callbacks(cfg) + [build(f"callbacks.{name}", group[name]) for name in chosen]
+
+
 def privacy_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     """Differentially private training (`privacy=dp`), or nothing (`privacy=none`)."""
     return [build("privacy", cfg.privacy)] if cfg.get("privacy") and "_target_" in cfg.privacy else []

@@ -9,6 +9,7 @@ same loss, `val/bpc` and perplexity. `transformers` and `peft` are imported here
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +63,7 @@ def load_causal_lm(
     """The transformers model: `from_pretrained(pretrained)`, or `from_config` of `config` (`model_type` and the
     config class's fields; the vocabulary follows the data unless given)."""
     transformers = import_extra("transformers", "hf", "model/net=hf")
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars for a few-megabyte model
     check(dtype in DTYPES, f"model.net.dtype={dtype} is not one of {', '.join(DTYPES)}")
     check(
         (pretrained is None) != (config is None),
@@ -104,9 +106,9 @@ class HFCausalLM(nn.Module):
     """A `transformers` causal LM (`.model`) behind the GPT net's interface.
 
     The tokenizer the data uses must fit the model's embedding (ids below `config.vocab_size`), checked here before
-    any training. With `lora` (peft's LoraConfig fields, e.g. `{r: 8, alpha: 16}`; target modules default to peft's
-    per architecture) only the adapters train, and only they go into checkpoints (the base weights are the
-    pretrained folder's, checked by its fingerprint on load).
+    any training. With `lora` of rank `r` > 0 (peft's LoraConfig fields, e.g. `{r: 8, alpha: 16}`; target modules
+    default to peft's per architecture) only the adapters train, and only they go into checkpoints (the base weights
+    are the pretrained folder's, checked by its fingerprint on load).
     """
 
     data_kind = "text"
@@ -149,7 +151,7 @@ class HFCausalLM(nn.Module):
         )
         if gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        self.lora = dict(lora) if lora else None
+        self.lora = dict(lora) if lora and lora.get("r") else None  # r=0: full fine-tuning
         if self.lora is not None:
             model = with_lora(model, self.lora)
         self.model = model
@@ -250,13 +252,16 @@ def with_lora(model: nn.Module, lora: Mapping[str, Any]) -> nn.Module:
     """The model with LoRA adapters (peft), only they trainable. `alpha` and `dropout` are peft's `lora_alpha` and
     `lora_dropout`; other keys go to `LoraConfig` as they are."""
     peft = import_extra("peft", "hf", "model.net.lora")
-    options = dict(lora)
+    options = {key: value for key, value in lora.items() if value is not None}
     for short in ("alpha", "dropout"):
         if short in options:
             options[f"lora_{short}"] = options.pop(short)
     try:
         config = peft.LoraConfig(task_type="CAUSAL_LM", **options)
-        return peft.get_peft_model(model, config)
+        with warnings.catch_warnings():  # GPT-2's Conv1D layers: peft says it transposes them; its own deprecations
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            return peft.get_peft_model(model, config)
     except (TypeError, ValueError) as exc:
         raise ConfigError(
             f"model.net.lora={dict(lora)} is not a LoRA config: {str(exc).splitlines()[0][:200]}"

@@ -215,23 +215,29 @@ class HFCausalLM(nn.Module):
 
     # -- checkpoints: what was trained, and the base it was trained on --------------------------------------------
 
+    def trainable_names(self, prefix: str = "") -> set[str]:
+        return {prefix + name for name, p in self.named_parameters() if p.requires_grad}
+
     def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
         """With LoRA, only the trainable tensors (the adapters): the base weights are the pretrained folder's."""
         state = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
         if self.lora is None:
             return state
-        frozen = {prefix + name for name, p in self.named_parameters() if not p.requires_grad}
-        for key in frozen:
-            state.pop(key, None)
+        kept = self.trainable_names(prefix) | {prefix + "_extra_state"}
+        for key in [key for key in state if key.startswith(prefix) and key not in kept]:
+            del state[key]
         return state
 
     @staticmethod
     def _frozen_weights_not_missing(module: HFCausalLM, incompatible: Any) -> None:
+        """Loading a LoRA checkpoint: the base weights it leaves out are not missing (they are the folder's)."""
         if module.lora is None:
             return
-        frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+        trainable = module.trainable_names()
         incompatible.missing_keys[:] = [
-            key for key in incompatible.missing_keys if not any(key.endswith(f".{name}") for name in frozen)
+            key
+            for key in incompatible.missing_keys
+            if ".model." not in f".{key}" or any(key.endswith(f".{name}") for name in trainable)
         ]
 
     def get_extra_state(self) -> dict[str, Any]:

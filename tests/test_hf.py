@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUIET_TRAIN, REPO
+from conftest import QUIET_TRAIN, REPO, TINY_LM_NET
 from test_run_folder import Folder, error_line
 
 import genlab
@@ -210,3 +210,59 @@ def test_a_net_from_a_config_without_a_tokenizer_is_refused_before_training(fold
     )
     assert "data.tokenizer=hf reads a model folder" in error_line(process, "genlab-train")
     assert not (folder.root / "outputs" / "refused" / "checkpoints").exists()
+
+
+@pytest.fixture(scope="module")
+def documents(folder: Folder) -> list[str]:
+    return [line for line in (tiny_hf_model.TEXT * 3).splitlines() if line] + ["Ünïcode, too."]
+
+
+def test_hf_dataset_trains_genlab_gpt_and_the_run_exports_as_gpt2(folder: Folder, documents: list[str]) -> None:
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    saved = folder.root / "saved_dataset"
+    datasets.Dataset.from_dict({"body": documents}).save_to_disk(saved)
+    run_dir = folder.train(
+        "gpt_on_dataset", *TINY_LM_NET, "data=hf_dataset", f"data.path={saved}", "data.text_column=body",
+        "data.steps_per_epoch=3", "trainer.max_epochs=1", *QUIET_TRAIN,
+    )  # fmt: skip
+    assert "val/bpc" in json.loads((run_dir / "metrics.json").read_text())
+    assert {p.name for p in saved.iterdir()} == {"data-00000-of-00001.arrow", "dataset_info.json", "state.json"}
+
+    out = folder.root / "export_gpt"
+    folder.command("genlab-export", f"run={run_dir}", f"out={out}")
+    model = genlab.load_run(run_dir).model
+    ids = AutoTokenizer.from_pretrained(out)("Whether Ünïcode", add_special_tokens=False).input_ids
+    assert ids == model.tokenizer.encode("Whether Ünïcode")
+    tokens = torch.tensor([ids])
+    with torch.no_grad():
+        exported = AutoModelForCausalLM.from_pretrained(out).eval()(tokens).logits
+        torch.testing.assert_close(exported, model.net(tokens)[0], atol=1e-5, rtol=0)
+
+
+def test_hf_dataset_reads_files_by_split_and_caches_tokens(tmp_path: Path, documents: list[str]) -> None:
+    import datasets
+
+    from genlab.data.hf_dataset import HFDatasetDataModule
+    from genlab.errors import DataError
+
+    files = tmp_path / "files"
+    files.mkdir()
+    table = datasets.Dataset.from_dict({"text": documents})
+    table.select(range(40)).to_parquet(files / "train-00000.parquet")
+    table.select(range(40, len(documents))).to_parquet(files / "validation.parquet")
+    settings = {"path": str(files), "cache_dir": str(tmp_path / "cache"), "block_size": 8, "tokenizer": "byte"}
+    first = HFDatasetDataModule(**settings)
+    first.setup()
+    assert set(first.tokens) == {"train", "val"} and first.tokens["train"].dtype == torch.int32
+    held_out = "".join(f"{document}\n\n" for document in documents[40:])
+    assert first.tokenizer.decode(first.tokens["val"].tolist()) == held_out
+    assert first.spec.tokens_per_char == pytest.approx(len(held_out.encode()) / len(held_out))
+    second = HFDatasetDataModule(**settings)
+    second.setup()
+    assert torch.equal(first.tokens["train"], second.tokens["train"])
+    assert len(list((tmp_path / "cache" / "hf_dataset_tokens").glob("*.int32"))) == 2
+
+    with pytest.raises(DataError, match="text_column=body is not a column"):
+        HFDatasetDataModule(**{**settings, "text_column": "body"}).setup()

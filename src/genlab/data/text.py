@@ -46,7 +46,7 @@ class TokenWindows(Dataset):
         starts = torch.as_tensor(indices)
         if self.offsets is not None:
             starts = self.offsets[starts]
-        windows = self.tokens[starts.unsqueeze(1) + self.span]
+        windows = self.tokens[starts.unsqueeze(1) + self.span].long()  # memory-mapped tokens are int32
         return windows[:, :-1], windows[:, 1:]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,85 @@
+"""Benchmark: genlab's GPT against a transformers GPT-2 of the same size, built from a config through model/net=hf.
+
+Both train with nanoGPT's CPU recipe for character-level Shakespeare (experiment=gpt_shakespeare_cpu: block 64,
+batch 12, 4 layers, 4 heads, n_embd 128, dropout 0; AdamW lr 1e-3, warm-up then cosine, gradients clipped to 1) for
+the same steps from the same seed, on the same char tokens, through genlab's Trainer. genlab's GPT runs with biases
+(GPT-2 always has them) and the GPT-2 with exact GELU and 64 positions, so the two nets have the same parameters and
+compute the same function; only their initialisation draws and kernels differ.
+
+Reported: median (and mean) milliseconds per training step (validation excluded) and the final validation loss and
+bits per character on genlab's fixed validation windows. They should agree within noise.
+
+Run from the repository root:
+
+    GENLAB_DATA_DIR=../shared/data python benchmarks/hf_vs_gpt_shakespeare.py --steps 300
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import harness
+
+from genlab.run.loading import build_model
+
+MILLISECONDS = harness.Unit(key="ms", label="ms/step", digits=1)
+#: The GPT-2 config equal to the experiment's genlab GPT (its vocabulary follows the data).
+GPT2 = "{model_type: gpt2, n_layer: 4, n_head: 4, n_embd: 128, n_positions: 64, activation_function: gelu}"
+CONTENDERS = {
+    "genlab GPT": ["model.net.bias=true"],
+    "HF GPT-2": [
+        "model/net=hf",
+        *(f"~model.net.{key}" for key in ("n_layer", "n_head", "n_embd", "dropout", "bias")),
+        f"model.net.config={GPT2}",
+        "data.tokenizer=char",
+    ],
+}
+
+
+def train_one(overrides: list[str], steps: int, seed: int) -> dict[str, Any]:
+    with harness.genlab_setup(
+        ["experiment=gpt_shakespeare_cpu", f"trainer.max_steps={steps}", *overrides], seed, "none"
+    ) as (cfg, datamodule):
+        cfg.trainer.max_epochs = max(int(cfg.trainer.max_epochs), math.ceil(steps / int(cfg.data.steps_per_epoch)))
+        model = build_model(cfg, datamodule.spec)
+        timer = harness.TrainStepTimer()
+        trainer = harness.build_trainer(cfg, timer)
+        trainer.fit(model, datamodule=datamodule)
+        val = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+    ms = [s * 1000 for s in timer.step_seconds[5:]]  # the first steps pay first-use costs
+    return {
+        "parameters": sum(p.numel() for p in model.net.parameters()),
+        **MILLISECONDS.stats(ms),
+        "val_loss": float(val["val/loss"]),
+        "val_bpc": float(val["val/bpc"]),
+    }
+
+
+def run(steps: int, seed: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    results = {name: train_one(overrides, steps, seed) for name, overrides in CONTENDERS.items()}
+    return {"steps": steps, "seed": seed, "runs": results, "wall_seconds": time.perf_counter() - start}
+
+
+def report(numbers: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"tiny Shakespeare, char, {numbers['steps']} steps, seed {numbers['seed']}")
+    for column in ("net", "parameters", "median ms/step", "mean ms/step", "val loss", "val bpc"):
+        table.add_column(column, justify="left" if column == "net" else "right")
+    for name, r in numbers["runs"].items():
+        cells = [f"{r['parameters']:,}", f"{r['median_ms']:.1f}", f"{r['mean_ms']:.1f}"]
+        table.add_row(name, *cells, f"{r['val_loss']:.4f}", f"{r['val_bpc']:.4f}")
+    harness.console().print(table)
+    harness.console().print(f"total wall time: {numbers['wall_seconds']:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = harness.parse_args(__doc__, "--steps", 300, argv)
+    harness.execute(args, lambda: run(args.steps, args.seed), report)
+
+
+if __name__ == "__main__":
+    main()

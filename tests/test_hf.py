@@ -120,6 +120,8 @@ def test_lora_trains_adapters_only_and_exports_merged_or_alone(folder: Folder, l
     run = genlab.load_run(lora_run)
     trainable = run.model.net.num_parameters(trainable=True)
     assert 0 < trainable < run.model.net.num_parameters() / 5
+    counts = json.loads((lora_run / "metrics.json").read_text())
+    assert (counts["trainable_parameters"], counts["parameters"]) == (trainable, run.model.net.num_parameters())
     merged, alone = folder.root / "export_merged", folder.root / "export_adapter"
     folder.command("genlab-export", f"run={lora_run}", f"out={merged}")
     folder.command("genlab-export", f"run={lora_run}", f"out={alone}", "adapter=true")
@@ -132,6 +134,14 @@ def test_lora_trains_adapters_only_and_exports_merged_or_alone(folder: Folder, l
             AutoModelForCausalLM.from_pretrained(merged)(tokens).logits, expected, atol=1e-5, rtol=0
         )
         torch.testing.assert_close(PeftModel.from_pretrained(base, alone)(tokens).logits, expected, atol=1e-5, rtol=0)
+
+    # Resumed (adapters and their optimizer state) and evaluated as any run.
+    folder.command("genlab-train", f"resume={lora_run}", "trainer.max_epochs=2")
+    assert torch.load(lora_run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    resumed = json.loads((lora_run / "metrics.json").read_text())
+    folder.command("genlab-eval", f"run={lora_run}")
+    evaluated = json.loads((lora_run / "eval.json").read_text())
+    assert evaluated["val/loss"] == pytest.approx(resumed["val/loss"], abs=1e-6)
 
     # A base folder changed since the run: one line, not a model built on other weights.
     config = Path(run.model.net.pretrained) / "config.json"

@@ -21,6 +21,9 @@ from torch import Tensor, nn
 from genlab.errors import ConfigError, check
 from genlab.extras import import_extra
 
+# peft 0.21 asks transformers 5 for `is_gradient_checkpointing` on every LoRA step; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*is deprecated.*")
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -3,8 +3,8 @@
 Both train with nanoGPT's CPU recipe for character-level Shakespeare (experiment=gpt_shakespeare_cpu: block 64,
 batch 12, 4 layers, 4 heads, n_embd 128, dropout 0; AdamW lr 1e-3, warm-up then cosine, gradients clipped to 1) for
 the same steps from the same seed, on the same char tokens, through genlab's Trainer. genlab's GPT runs with biases
-(GPT-2 always has them) and the GPT-2 with exact GELU and 64 positions, so the two nets have the same parameters and
-compute the same function; only their initialisation draws and kernels differ.
+(GPT-2 always has them) and the GPT-2 with exact GELU, 64 positions and no dropout (its default is 0.1), so the two
+nets have the same parameters and compute the same function; only their initialisation draws and kernels differ.
 
 Reported: median (and mean) milliseconds per training step (validation excluded) and the final validation loss and
 bits per character on genlab's fixed validation windows. They should agree within noise.
@@ -26,7 +26,10 @@ from genlab.run.loading import build_model
 
 MILLISECONDS = harness.Unit(key="ms", label="ms/step", digits=1)
 #: The GPT-2 config equal to the experiment's genlab GPT (its vocabulary follows the data).
-GPT2 = "{model_type: gpt2, n_layer: 4, n_head: 4, n_embd: 128, n_positions: 64, activation_function: gelu}"
+GPT2 = (
+    "{model_type: gpt2, n_layer: 4, n_head: 4, n_embd: 128, n_positions: 64, activation_function: gelu,"
+    " resid_pdrop: 0.0, embd_pdrop: 0.0, attn_pdrop: 0.0}"  # GPT-2's default dropout is 0.1; the recipe has none
+)
 CONTENDERS = {
     "genlab GPT": ["model.net.bias=true"],
     "HF GPT-2": [

@@ -58,7 +58,6 @@ def load_causal_lm(
     pretrained: str | None,
     config: Mapping[str, Any] | None,
     vocab_size: int,
-    block_size: int,
     dtype: str,
     attn_implementation: str | None,
     local_files_only: bool,
@@ -136,7 +135,6 @@ class HFCausalLM(nn.Module):
             str(folder) if folder is not None else pretrained,
             config,
             vocab_size,
-            block_size,
             dtype,
             attn_implementation,
             local_files_only,
@@ -160,12 +158,7 @@ class HFCausalLM(nn.Module):
         self.model = model
         self.register_load_state_dict_post_hook(self._frozen_weights_not_missing)
 
-    @property
-    def base_model(self) -> nn.Module:
-        """The transformers model itself (under peft's wrapper when there are adapters)."""
-        return self.model.get_base_model() if self.lora is not None else self.model
-
-    def forward(self, idx: Tensor, targets: Tensor | None = None, **_: Any) -> tuple[Tensor, Tensor | None]:
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Logits (B, T, vocab_size) and, given `targets`, the mean cross-entropy in nats (-1 ignored), in float32
         whatever the model's dtype, as genlab's GPT computes it."""
         logits = self.model(input_ids=idx, use_cache=False).logits

@@ -167,7 +167,8 @@ def tiny(args: list[str]) -> list[str]:
         return []
     overrides = [a for a in args if "=" in a and not a.startswith("-")]
     swept = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "," in o.split("=", 1)[1] and "-m" in args}
-    first = [o.split("=", 1)[0] + "=" + o.split("=", 1)[1].split(",")[0] for o in overrides]
+    sweep = "-m" in args  # only a sweep's commas separate values (a dict or list value has its own)
+    first = [o.split("=", 1)[0] + "=" + o.split("=", 1)[1].split(",")[0] if sweep else o for o in overrides]
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose("train", first, return_hydra_config=True)

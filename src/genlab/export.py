@@ -9,16 +9,18 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from genlab.commands import run_command
+from genlab.errors import check
 from genlab.extras import import_extra
+from genlab.run.layout import check_run_dir
 
 #: The types of genlab-export's own settings (conf/export.yaml).
 SETTINGS = {"run": str | None, "ckpt": str, "out": str | None, "adapter": bool}
 
 
 def export(cfg: DictConfig, overrides: list[str]) -> Path:
-    from genlab.errors import check
-
+    """Checked before torch and transformers are imported: the folder to write, and that `run` is a run folder."""
     check(cfg.out is not None, "give the folder to write: out=DIR (new or empty)")
+    check_run_dir(cfg.run)
     import_extra("transformers", "hf", "genlab-export")
     from genlab.exporting.folder import export_run
     from genlab.run.loading import load_run

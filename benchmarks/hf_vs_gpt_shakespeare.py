@@ -6,8 +6,9 @@ the same steps from the same seed, on the same char tokens, through genlab's Tra
 (GPT-2 always has them) and the GPT-2 with exact GELU, 64 positions and no dropout (its default is 0.1), so the two
 nets have the same parameters and compute the same function; only their initialisation draws and kernels differ.
 
-Reported: median (and mean) milliseconds per training step (validation excluded) and the final validation loss and
-bits per character on genlab's fixed validation windows. They should agree within noise.
+Each net trains `--repeats` times, in alternating order (A B B A), so that the load of a shared machine hits both
+alike. Reported per run: median (and mean) milliseconds per training step (validation excluded) and the final
+validation loss and bits per character on genlab's fixed validation windows. They should agree within noise.
 
 Run from the repository root:
 
@@ -60,9 +61,13 @@ def train_one(overrides: list[str], steps: int, seed: int) -> dict[str, Any]:
     }
 
 
-def run(steps: int, seed: int) -> dict[str, Any]:
+def run(steps: int, seed: int, repeats: int) -> dict[str, Any]:
+    """Each contender `repeats` times, in the order A B B A A B ..., so a change of the machine's load over the
+    benchmark hits both alike; the table shows each run."""
     start = time.perf_counter()
-    results = {name: train_one(overrides, steps, seed) for name, overrides in CONTENDERS.items()}
+    names = list(CONTENDERS)
+    order = [name for i in range(repeats) for name in (names if i % 2 == 0 else names[::-1])]
+    results = [{"net": name, **train_one(CONTENDERS[name], steps, seed)} for name in order]
     return {"steps": steps, "seed": seed, "runs": results, "wall_seconds": time.perf_counter() - start}
 
 
@@ -72,7 +77,8 @@ def report(numbers: dict[str, Any]) -> None:
     table = Table(title=f"tiny Shakespeare, char, {numbers['steps']} steps, seed {numbers['seed']}")
     for column in ("net", "parameters", "median ms/step", "mean ms/step", "val loss", "val bpc"):
         table.add_column(column, justify="left" if column == "net" else "right")
-    for name, r in numbers["runs"].items():
+    for r in numbers["runs"]:
+        name = r["net"]
         cells = [f"{r['parameters']:,}", f"{r['median_ms']:.1f}", f"{r['mean_ms']:.1f}"]
         table.add_row(name, *cells, f"{r['val_loss']:.4f}", f"{r['val_bpc']:.4f}")
     harness.console().print(table)
@@ -80,8 +86,9 @@ def report(numbers: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = harness.parse_args(__doc__, "--steps", 300, argv)
-    harness.execute(args, lambda: run(args.steps, args.seed), report)
+    repeats = {"--repeats": {"type": int, "default": 2, "help": "runs of each net, in alternating order"}}
+    args = harness.parse_args(__doc__, "--steps", 300, argv, extra=repeats)
+    harness.execute(args, lambda: run(args.steps, args.seed, args.repeats), report)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
   started: `curl` lines are then sent to that app in this process (FastAPI's TestClient). Serving over a socket is
   tests/test_serve.py's.
 - `python -c CODE`: CODE runs in this process. `python benchmarks/NAME.py ARGS`: the script runs up to its
-  argument parsing (the numbers come from real runs, recorded with their dates in docs/benchmarks.md).
+  argument parsing (the numbers come from real runs, recorded with their dates in docs/benchmarks.md), except the
+  TOOLS, which run whole (benchmarks/tiny_hf_model.py writes the docs' stand-in for a downloaded model).
 - Commands that this test does not run, each with its check: `pip install -e ".[EXTRAS]"` (every extra exists in
   pyproject.toml), `pytest [-n 0] [FILES] [-k WORDS]` (the files exist: this is the runner), `bash .ci/run` (it
   exists: CI runs it), `pre-commit install` (.pre-commit-config.yaml exists), `mkdocs build --strict` (run by
@@ -77,7 +78,9 @@ TINY_NETS = {
     "gpt": ["model.net.n_layer=1", "model.net.n_head=2", "model.net.n_embd=16"],
     "bert": ["model.net.n_layer=1", "model.net.n_head=2", "model.net.n_embd=16"],
 }
-GENLAB = ("genlab-train", "genlab-eval", "genlab-sample", "genlab-compare")
+GENLAB = ("genlab-train", "genlab-eval", "genlab-sample", "genlab-compare", "genlab-export")
+#: Scripts under benchmarks/ that the docs use as tools (quick, no numbers): they run whole.
+TOOLS = ("benchmarks/tiny_hf_model.py",)
 NOT_RUN = ("pip", "pytest", "bash", "pre-commit", "mkdocs", "tensorboard")
 PROGRAMS = (*GENLAB, "genlab-serve", "curl", "python", "python3", *NOT_RUN)
 
@@ -171,7 +174,8 @@ def tiny(args: list[str]) -> list[str]:
         return []
     overrides = [a for a in args if "=" in a and not a.startswith("-")]
     swept = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "," in o.split("=", 1)[1] and "-m" in args}
-    first = [o.split("=", 1)[0] + "=" + o.split("=", 1)[1].split(",")[0] for o in overrides]
+    sweep = "-m" in args  # only a sweep's commas separate values (a dict or list value has its own)
+    first = [o.split("=", 1)[0] + "=" + o.split("=", 1)[1].split(",")[0] if sweep else o for o in overrides]
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose("train", first, return_hydra_config=True)
@@ -194,6 +198,9 @@ def python(args: list[str], cwd: Path, env: dict[str, str]) -> Result:
         return in_process(["-c"], cwd, env, lambda: exec(compile(args[1], "<docs>", "exec"), {"__name__": "__main__"}))
     if args[:1] == ["-m"] and args[1:2] == ["pytest"]:
         return not_run("pytest", args[2:], cwd)
+    if args and args[0] in TOOLS:
+        script = REPO / args[0]
+        return in_process([str(script), *args[1:]], cwd, env, lambda: runpy.run_path(str(script), run_name="__main__"))
     if args and args[0].startswith("benchmarks/") and args[0].endswith(".py"):
         return parse_only(REPO / args[0], args[1:], cwd, env)
     return fail(f"the docs use a python command the docs test has no rule for: python {shlex.join(args)}")

@@ -30,6 +30,7 @@ ENTRYPOINTS = {
     "genlab-sample": "genlab.sample:main",
     "genlab-compare": "genlab.compare:main",
     "genlab-serve": "genlab.serve:main",
+    "genlab-export": "genlab.export:main",
 }
 
 

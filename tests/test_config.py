@@ -35,9 +35,12 @@ def test_every_group_option_composes_and_resolves(compose_config, override: str)
     # Options with a mandatory value (`???`) get one, as their config comment asks of users.
     extra = (
         ["data.path=/some/files"]
-        if override in ("data=image_folder", "data=text_file", "data=smiles", "data=music_folder")
+        if override in ("data=image_folder", "data=text_file", "data=smiles", "data=music_folder", "data=hf_dataset")
         else []
     )
+    # A transformers net is a language model's, and sets the text data's tokenizer: it composes with those.
+    if override == "model/net=hf":
+        extra = ["model=transformer", "data=text_file", "data.path=/some/files", "model.net.pretrained=/some/model"]
     cfg = compose_config(override, *extra)
     assert cfg.hydra.run.dir.startswith(cfg.paths.log_dir)
     job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])

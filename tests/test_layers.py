@@ -37,10 +37,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("genlab.models",),
     ("genlab.run.loading",),  # a run folder back as a model: builds what the layers below define
     ("genlab.callbacks",),
-    ("genlab.serving",),
+    ("genlab.serving", "genlab.exporting"),  # what a loaded run is served or exported as
     ("genlab.training", "genlab.sweeps", "genlab.sweeper", "genlab.comparison"),  # the job
     ("genlab.commands",),
-    ("genlab.train", "genlab.eval", "genlab.sample", "genlab.serve", "genlab.compare"),  # entrypoints
+    ("genlab.train", "genlab.eval", "genlab.sample", "genlab.serve", "genlab.compare", "genlab.export"),  # entrypoints
 ]
 
 

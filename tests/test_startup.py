@@ -64,6 +64,7 @@ def imported_heavy(program: str, *arguments: str, cwd: Path) -> tuple[int, list[
         ("genlab-sample", "--help"),
         ("genlab-serve", "--help"),
         ("genlab-serve", "run=missing", "max_batch_size=0"),
+        ("genlab-export", "run=missing", "out=exported"),
     ],
     ids=" ".join,
 )

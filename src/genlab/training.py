@@ -81,6 +81,13 @@ def summaries_of(callbacks: list[pl.Callback]) -> dict[str, Any]:
     return {k: v for c in callbacks if callable(getattr(c, "summary", None)) for k, v in c.summary().items()}
 
 
+def parameter_counts(model: GenerativeModel) -> dict[str, int]:
+    """The parameter counts of a model that trains only some of its parameters (LoRA adapters), for metrics.json."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"parameters": total, "trainable_parameters": trainable} if trainable < total else {}
+
+
 def evaluate_best(
     trainer: pl.Trainer, model: GenerativeModel, datamodule: pl.LightningDataModule, splits: list[str], judged: str
 ) -> tuple[dict[str, float], str]:
@@ -174,6 +181,7 @@ def train(cfg: DictConfig) -> float | None:
             epoch=state.get("epoch", trainer.current_epoch),
             global_step=state.get("global_step", trainer.global_step),
             **({"not_evaluated": not_evaluated} if not_evaluated else {}),
+            **parameter_counts(model),
             **summaries,
         )
         if "privacy" in summaries:  # what a DP run spent belongs to the run's identity card too

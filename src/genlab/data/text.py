@@ -46,7 +46,7 @@ class TokenWindows(Dataset):
         starts = torch.as_tensor(indices)
         if self.offsets is not None:
             starts = self.offsets[starts]
-        windows = self.tokens[starts.unsqueeze(1) + self.span]
+        windows = self.tokens[starts.unsqueeze(1) + self.span].long()  # memory-mapped tokens are int32
         return windows[:, :-1], windows[:, 1:]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,8 +86,9 @@ class TextDataModule(pl.LightningDataModule, ABC):
         block_size: PositiveInt = 256,
         batch_size: PositiveInt = 64,
         eval_batch_size: PositiveInt | None = None,
-        tokenizer: Literal["char", "byte", "bpe"] = "char",
+        tokenizer: Literal["char", "byte", "bpe", "hf"] = "char",
         vocab_size: PositiveInt = 1024,
+        tokenizer_path: str | None = None,
         val_fraction: Annotated[float, Gt(0), Lt(1)] = 0.1,
         test_fraction: UnitFraction = 0.0,
         val_batches: PositiveInt = 20,
@@ -103,6 +104,7 @@ class TextDataModule(pl.LightningDataModule, ABC):
         self.eval_batch_size = eval_batch_size or batch_size
         self.tokenizer_kind = tokenizer
         self.vocab_size = vocab_size
+        self.tokenizer_path = tokenizer_path
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.val_batches = val_batches
@@ -131,7 +133,9 @@ class TextDataModule(pl.LightningDataModule, ABC):
         parts = {"train": text[:val_start], "val": text[val_start:test_start], "test": text[test_start:]}
         # The char vocabulary comes from the whole corpus (as nanoGPT); BPE is fitted to the training text only.
         fit_text = text if self.tokenizer_kind == "char" else parts["train"]
-        self.tokenizer = train_tokenizer(self.tokenizer_kind, fit_text, self.vocab_size, self.cache_dir)
+        self.tokenizer = train_tokenizer(
+            self.tokenizer_kind, fit_text, self.vocab_size, self.cache_dir, self.tokenizer_path
+        )
         self.tokens = {
             split: torch.tensor(self.tokenizer.encode(part), dtype=torch.long) for split, part in parts.items() if part
         }

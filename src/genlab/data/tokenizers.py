@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Protocol
 from genlab.cache import cached
 from genlab.errors import ConfigError, DataError
 
-TOKENIZERS = ("char", "byte", "bpe")
+TOKENIZERS = ("char", "byte", "bpe", "hf")
 
 
 class Tokenizer(Protocol):
@@ -202,8 +202,16 @@ def symbol_tokenizer_class(kind: str) -> type[SymbolTokenizer]:
     return getattr(import_module(module), name)
 
 
-def train_tokenizer(kind: str, text: str, vocab_size: int, cache_dir: Path) -> Tokenizer:
-    """The tokenizer `kind` fitted to `text` (only BPE uses `vocab_size` and the cache)."""
+def train_tokenizer(kind: str, text: str, vocab_size: int, cache_dir: Path, path: str | None = None) -> Tokenizer:
+    """The tokenizer `kind` fitted to `text` (only BPE uses `vocab_size` and the cache; `hf` is read from `path`,
+    a model folder, and fitted to nothing)."""
+    if kind == "hf":
+        if path is None:
+            raise ConfigError(
+                "data.tokenizer=hf reads a model folder's tokenizer: set model.net.pretrained=FOLDER (or "
+                "data.tokenizer_path=FOLDER), or pick data.tokenizer=char, byte or bpe for a net built from a config"
+            )
+        return HFTokenizer(path)
     if kind == "char":
         return CharTokenizer.from_text(text)
     if kind == "byte":
@@ -222,6 +230,40 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
         return ByteTokenizer()
     if kind == "bpe":
         return BPETokenizer(state["tokenizer_json"])
+    if kind == "hf":
+        return HFTokenizer(state["path"])
     if kind in SYMBOL_TOKENIZERS:
         return symbol_tokenizer_class(kind)(state["symbols"])
     raise DataError(f"unknown tokenizer kind {kind!r} in saved state")
+
+
+class HFTokenizer:
+    """A model folder's own tokenizer (`transformers.AutoTokenizer`), for a pretrained net (`model/net=hf`).
+
+    The saved state is the folder's path: the run needs that folder (its base weights) to be loaded anyway.
+    """
+
+    kind = "hf"
+
+    def __init__(self, path: str) -> None:
+        from genlab.extras import import_extra
+
+        transformers = import_extra("transformers", "hf", "data.tokenizer=hf")
+        self.path = path
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"data.tokenizer_path={path} holds no tokenizer transformers can read ({str(exc).splitlines()[0]}); "
+                f"give the model folder (its tokenizer.json / tokenizer_config.json), or pick data.tokenizer=char"
+            ) from None
+        self.vocab_size = len(self.tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.path}

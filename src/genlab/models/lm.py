@@ -16,6 +16,7 @@ from genlab.data.tokenizers import SymbolTokenizer, Tokenizer, tokenizer_from_st
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
 from genlab.models.contracts import IncrementalDecoder, SequenceGenerator
 from genlab.nets.decoding import DecodingBatch, DecodingSequence, Sampling, start
+from genlab.nets.hf import HFCausalLM
 from genlab.settings import NonNegativeFloat, PositiveInt
 
 
@@ -175,10 +176,18 @@ class TransformerLM(GenerativeModel, SequenceGenerator, IncrementalDecoder):
     def start_sequences(self, prompt_ids: Sequence[int], samplings: Sequence[Sampling]) -> list[DecodingSequence]:
         """Continuations of one prompt, one per `Sampling`, each with its first token drawn; genlab-serve decodes
         many of them together in a `decoding_batch`."""
+        if isinstance(self.net, HFCausalLM):  # a transformers net: its own caches (genlab.nets.hf_decoding)
+            from genlab.nets.hf_decoding import start_cached
+
+            return start_cached(self.net, prompt_ids, samplings)
         return start(self.net, prompt_ids, samplings)
 
     def decoding_batch(self, rows: int, pad: bool = True) -> DecodingBatch:
         """An empty batch of `rows` slots in which started sequences take their next tokens together."""
+        if isinstance(self.net, HFCausalLM):
+            from genlab.nets.hf_decoding import CachedBatch
+
+            return CachedBatch(self.net, rows, pad)
         return DecodingBatch(self.net, rows, pad)
 
     def text_samples(self, seed: int) -> dict[str, str]:

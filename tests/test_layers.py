@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
         "genlab.upstream",
         "genlab.extras",
         "genlab.interrupts",
+        "genlab.threads",
         "genlab.console",
         "genlab.cache",
         "genlab.run.layout",

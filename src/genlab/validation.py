@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from genlab.errors import ConfigError, did_you_mean, one_line
+from genlab.threads import THREADS
 
 #: The top-level settings of `genlab-train` that no class takes: their types.
 ROOT_SETTINGS: dict[str, Any] = {
@@ -28,6 +29,7 @@ ROOT_SETTINGS: dict[str, Any] = {
     "test": bool,
     "ckpt_path": str | None,
     "resume": str | None,
+    "threads": THREADS,
 }
 #: Top-level groups: each holds a node with a `_target_`, a mapping of them (callbacks, logger), or nothing.
 ROOT_GROUPS = ("data", "model", "trainer", "metrics", "callbacks", "logger", "paths")

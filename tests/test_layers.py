@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("genlab.run.loading",),  # a run folder back as a model: builds what the layers below define
     ("genlab.callbacks",),
     ("genlab.serving",),
-    ("genlab.training", "genlab.sweeps", "genlab.comparison"),  # the job
+    ("genlab.training", "genlab.sweeps", "genlab.comparison", "genlab.preflight"),  # the job
     ("genlab.commands",),
     ("genlab.train", "genlab.eval", "genlab.sample", "genlab.serve", "genlab.compare"),  # entrypoints
 ]

@@ -17,6 +17,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from genlab.callbacks.media import log_histogram
 from genlab.errors import ConfigError
+from genlab.interrupts import stop_if_requested
 from genlab.metrics.feature_classifier import FeatureClassifier, load_or_train, require_labels
 from genlab.metrics.inception import InceptionFeatures
 from genlab.models.conditioning import balanced_labels
@@ -206,6 +207,7 @@ class SampleQuality(pl.Callback):
         pl_module.eval()
         try:
             for start in range(0, share, self.batch_size):
+                stop_if_requested()
                 size = min(self.batch_size, share - start)
                 if labels is None:
                     images = pl_module.sample(size, generator=generator)

@@ -12,6 +12,7 @@ from torch import nn
 
 from genlab.data.spec import DataSpec
 from genlab.errors import check
+from genlab.interrupts import stop_if_requested
 from genlab.metrics.active_units import ActiveUnits
 from genlab.metrics.likelihood import (
     bits_per_dim,
@@ -138,6 +139,7 @@ class VAE(GenerativeModel, LatentImageGenerator, ConditionalModel):
         per_chunk = max(1, IWAE_IMAGES_PER_CHUNK // len(x))
         log_weights = []
         for start in range(0, k, per_chunk):
+            stop_if_requested()
             samples = min(per_chunk, k - start)
             z = mu + torch.randn((samples, *mu.shape), device=mu.device) * torch.exp(0.5 * logvar)
             params = self.decode(z.flatten(0, 1), None if labels is None else labels.repeat(samples))

@@ -37,6 +37,10 @@ OFFLINE = Path(__file__).resolve().parent / "offline"
 QUIET_TRAIN = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false"]
 
 
+#: One 8x8 digit in a picture: enlarged to 64 px (genlab.callbacks.media.MIN_IMAGE_SIZE), and its 2-px gap.
+CELL = 8 * 8 + 2
+
+
 #: A Transformer LM small enough for a test: one 16-wide layer, windows of 16 tokens, batches of 4, 2 val batches.
 TINY_LM_NET = [
     "model=transformer",

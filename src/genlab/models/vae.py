@@ -23,7 +23,7 @@ from genlab.metrics.likelihood import (
 )
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
 from genlab.models.conditioning import ClassConditioning, Labels
-from genlab.models.contracts import ConditionalModel, LatentImageGenerator
+from genlab.models.contracts import ConditionalModel, Grid, Grids, LatentImageGenerator
 from genlab.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 #: Decoded images per chunk when drawing many importance samples, to bound memory.
@@ -215,7 +215,7 @@ class VAE(GenerativeModel, LatentImageGenerator, ConditionalModel):
     @torch.no_grad()
     def image_grids(
         self, batch: torch.Tensor | None, generator: torch.Generator, labels: torch.Tensor | None = None
-    ) -> dict[str, tuple[torch.Tensor, int]]:
+    ) -> Grids:
         """Reconstructions of `batch`, samples, and a linear path in latent space between the codes of pairs of its
         images (between prior draws when there is no batch: sampling needs no data).
 
@@ -233,7 +233,8 @@ class VAE(GenerativeModel, LatentImageGenerator, ConditionalModel):
             pairs = min(pairs, len(x) // 2)
         if self.conditioning.enabled:
             z = torch.randn((8, self.latent_dim), generator=generator).to(self.device)
-            grids["samples"] = (self.mean_image(self.decode(*self.conditioning.class_grid(z))), 8)
+            images = self.mean_image(self.decode(*self.conditioning.class_grid(z)))
+            grids["samples"] = Grid(images, 8, self.conditioning.row_labels())
         else:
             grids["samples"] = (self.sample(64, generator), 8)
         if batch is None:

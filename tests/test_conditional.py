@@ -208,6 +208,11 @@ def test_a_short_conditional_run_generates_the_requested_classes(run_fixture: st
     per_class = result["sample_quality"]["cond_acc_per_class"]
     assert len(per_class) == 10 and sum(per_class) / 10 == pytest.approx(result["test/cond_acc"], abs=1e-6)
     assert result["sample_quality"]["class_histogram"] and result["test/fid"] > 0
+    # Within each class: FID per class (averaged: test/intra_fid) and the spread of its samples against the data's.
+    quality = result["sample_quality"]
+    assert len(quality["intra_fid_per_class"]) == len(quality["spread_per_class"]) == 10
+    assert result["test/intra_fid"] == pytest.approx(sum(quality["intra_fid_per_class"]) / 10, rel=1e-5)
+    assert result["test/intra_fid"] > 0 and 0 < result["test/class_spread"] < 10
     # Training pictures: one row of 8 samples per class (8 x 8 digits at 64 px, 2-px gaps), each row labelled.
     width, height = Image.open(run_dir / "samples" / "samples.png").size
     assert height == 10 * CELL + 2 and width > 8 * CELL + 2

@@ -130,7 +130,8 @@ def write_images(run: LoadedRun, cfg: DictConfig, out: Path, options: dict[str, 
     written = []
     for name, grid in grids.items():
         path = out / f"{name}.png"
-        save_grid(*Grid(*grid), path, min_size=cfg.min_image_size)
+        images, nrow, rows = Grid(*grid)
+        save_grid(images, nrow, path, rows, cfg.min_image_size)
         written.append(path)
     return written
 

@@ -115,7 +115,7 @@ def compose_config(tmp_path: Path) -> Iterator:
     GlobalHydra.instance().clear()
 
 
-class Run:
+class TrainCall:
     """The result of one `genlab-train` call and the run folders it created."""
 
     def __init__(self, result: Result, log_dir: Path, before: set[Path]) -> None:
@@ -133,7 +133,7 @@ class Run:
     def metrics(self) -> dict:
         return json.loads((self.dir / "metrics.json").read_text())
 
-    def check(self) -> Run:
+    def check(self) -> TrainCall:
         assert self.returncode == 0, f"genlab-train failed:\n{self.stdout[-2000:]}\n{self.stderr[-4000:]}"
         return self
 
@@ -161,19 +161,19 @@ def genlab_train(tmp_path: Path):
     """
     log_dir = tmp_path / "outputs"
 
-    def _run(*overrides: str, env: dict[str, str] | None = None) -> Run:
+    def _run(*overrides: str, env: dict[str, str] | None = None) -> TrainCall:
         before = set(run_dirs(log_dir))
         result = call_entrypoint(
             "genlab-train", list(overrides), cwd=tmp_path, env={**train_env(log_dir), **(env or {})}
         )
-        return Run(result, log_dir, before)
+        return TrainCall(result, log_dir, before)
 
-    def _process(*overrides: str, env: dict[str, str] | None = None, timeout: float = 300) -> Run:
+    def _process(*overrides: str, env: dict[str, str] | None = None, timeout: float = 300) -> TrainCall:
         before = set(run_dirs(log_dir))
         result = run_console_script(
             "genlab-train", list(overrides), cwd=tmp_path, env={**train_env(log_dir), **(env or {})}, timeout=timeout
         )
-        return Run(result, log_dir, before)
+        return TrainCall(result, log_dir, before)
 
     _run.log_dir = log_dir
     _run.process = _process

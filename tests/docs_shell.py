@@ -71,14 +71,14 @@ def stray_gpu_markers(page: Path) -> list[int]:
 def prelude(programs: Sequence[str], ipc: Path) -> str:
     """Bash functions that forward each program's argv, folder and exported environment to this process."""
     forward = "\n".join(f'{name}() {{ __docs_call {name} "$@"; }}' for name in programs)
-    return f"""set -euo pipefail
+    return f"""set -Eeuo pipefail
 trap 'echo "docs: the command that failed: $BASH_COMMAND" >&2' ERR
 __docs_call() {{
   local name code ipc={ipc}
   {{ printf '%s\\0' "$PWD" "$@"; }} > "$ipc/argv.tmp"
   {{ for name in $(compgen -e); do printf '%s=%s\\0' "$name" "${{!name}}"; done; }} > "$ipc/env"
   /bin/mv "$ipc/argv.tmp" "$ipc/request"
-  read -r code < "$ipc/reply"
+  until read -r code < "$ipc/reply"; do :; done  # an empty open of the FIFO is not this command's status
   /bin/cat "$ipc/stdout"
   /bin/cat "$ipc/stderr" >&2
   return "$code"

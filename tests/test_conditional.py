@@ -16,7 +16,7 @@ from PIL import Image
 
 import genlab
 from genlab.data.spec import DataSpec
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, InputError
 from genlab.models.conditioning import ClassConditioning, balanced_labels
 from genlab.models.vae import VAE
 from genlab.nets.conv import ConvEncoderDecoder
@@ -106,9 +106,9 @@ def test_sampling_labels_are_checked() -> None:
     conditioning = ClassConditioning(10, "digits")
     assert conditioning.for_sampling(3, 7, "cpu").tolist() == [7, 7, 7]
     assert conditioning.for_sampling(3, None, "cpu").tolist() == [0, 1, 2]
-    with pytest.raises(ConfigError, match=r"^label 12 is not a class of data=digits, whose classes are 0..9$"):
+    with pytest.raises(InputError, match=r"^label 12 is not a class of data=digits, whose classes are 0..9$"):
         conditioning.for_sampling(3, [1, 12, 3], "cpu")
-    with pytest.raises(ConfigError, match="give one label for all 3 samples or one per sample"):
+    with pytest.raises(InputError, match="give one label for all 3 samples or one per sample"):
         conditioning.for_sampling(3, [1, 2], "cpu")
     with pytest.raises(ConfigError, match=r"this model is unconditional \(trained with model.conditional=false\)"):
         ClassConditioning().for_sampling(3, 1, "cpu")

@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
         "genlab.validation",
         "genlab.trust",
         "genlab.files",
+        "genlab.building",
         "genlab.upstream",
         "genlab.extras",
         "genlab.interrupts",
@@ -38,7 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("genlab.run.loading",),  # a run folder back as a model: builds what the layers below define
     ("genlab.callbacks",),
     ("genlab.serving",),
-    ("genlab.training", "genlab.sweeps", "genlab.comparison", "genlab.preflight"),  # the job
+    ("genlab.training", "genlab.sweeps", "genlab.sweeper", "genlab.comparison", "genlab.preflight"),  # the job
     ("genlab.commands",),
     ("genlab.train", "genlab.eval", "genlab.sample", "genlab.serve", "genlab.compare"),  # entrypoints
 ]

@@ -378,7 +378,8 @@ def test_failed_run_is_recorded_and_keeps_its_best_checkpoint(folder: Folder) ->
     )
     run_dir = folder.root / "outputs" / "failed"
 
-    assert "train/loss became nan at batch 0 of epoch 2" in error_line(process, "genlab-train")
+    line = error_line(process, "genlab-train")
+    assert "train/loss became nan at step" in line and "(batch 0 of epoch 2)" in line
     record = manifest(run_dir)
     assert record["status"] == "failed" and "train/loss became nan" in record["error"] and record["ended_at"]
     before = json.loads((run_dir / "before_poison.json").read_text())

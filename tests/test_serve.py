@@ -40,6 +40,8 @@ LM = [*TINY_LM_NET, "data=python_source", "data.max_chars=20000", "data.steps_pe
 LM += ["test=false", "model.sample_tokens=8", *QUIET]
 #: Small limits, so that the tests of them are cheap; passes of 8 rows; a long batch_timeout so that requests sent
 #: together are batched together even on a busy machine.
+#: The text server wants this key (the image server none): the openai client and the page send it.
+TEXT_KEY = "sk-genlab-test-0123456789"
 LIMITS = ["max_batch_size=8", "batch_timeout=0.1", "max_n=16", "max_tokens=300", "max_request_bytes=4096"]
 
 
@@ -52,10 +54,14 @@ def free_port() -> int:
 class Server:
     """One `genlab-serve` process; its output goes to a file (a full pipe would stall it)."""
 
-    def __init__(self, run_dir: Path, log: Path, env: dict[str, str]) -> None:
+    def __init__(self, run_dir: Path, log: Path, env: dict[str, str], key: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        #: The API key the server wants (from GENLAB_API_KEY, as a user keeps it off the command line), if any.
+        self.key = key
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        env = {**env, "GENLAB_API_KEY": key} if key else env
         with log.open("w") as out:
             self.process = subprocess.Popen(
                 [console_script("genlab-serve"), f"run={run_dir}", f"port={self.port}", *LIMITS],
@@ -79,11 +85,12 @@ class Server:
         return self.log.read_text(errors="replace")
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=60)
+        return httpx.get(self.url + path, timeout=60, headers=self.headers)
 
     def post(self, path: str, body: object = None, **kwargs) -> httpx.Response:
         if body is not None:
             kwargs["json"] = body
+        kwargs["headers"] = {**self.headers, **kwargs.get("headers", {})}
         return httpx.post(self.url + path, timeout=60, **kwargs)
 
     def stop(self) -> None:
@@ -105,11 +112,11 @@ def servers(folder: Path) -> Iterator[dict[str, Server]]:
     server_env = {**env, "OMP_NUM_THREADS": "1"}
     started: dict[str, Server] = {}
     try:
-        for name, overrides in (("image", VAE), ("text", LM)):
+        for name, overrides, key in (("image", VAE, None), ("text", LM, TEXT_KEY)):
             run_dir = folder / "outputs" / name
             result = call_entrypoint("genlab-train", [*overrides, f"hydra.run.dir={run_dir}"], cwd=folder, env=env)
             assert result.returncode == 0, result.stderr[-3000:]
-            started[name] = Server(run_dir, folder / f"{name}_server.log", server_env)
+            started[name] = Server(run_dir, folder / f"{name}_server.log", server_env, key)
         yield started
     finally:
         for server in started.values():
@@ -138,8 +145,8 @@ def error(response: httpx.Response, status: int) -> str:
     return body["error"]["message"]
 
 
-async def post_together(url: str, path: str, bodies: list[dict]) -> list[httpx.Response]:
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+async def post_together(server: Server, path: str, bodies: list[dict]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=120, headers=server.headers) as client:
         return list(await asyncio.gather(*(client.post(path, json=body) for body in bodies)))
 
 
@@ -187,7 +194,7 @@ def test_images_as_pngs_or_one_grid_and_the_same_seed_gives_the_same_bytes(image
 def test_requests_sent_together_are_batched_and_each_gets_what_it_gets_alone(image_server: Server) -> None:
     alone = pngs(image_server.post("/v1/images", {"n": 2, "seed": 5}))
     bodies = [{"n": 2, "seed": seed} for seed in range(12)]
-    responses = asyncio.run(post_together(image_server.url, "/v1/images", bodies))
+    responses = asyncio.run(post_together(image_server, "/v1/images", bodies))
 
     assert [r.status_code for r in responses] == [200] * 12
     assert pngs(responses[5]) == alone
@@ -231,13 +238,21 @@ def test_bad_requests_get_a_4xx_that_says_what_is_wrong_and_the_server_goes_on(i
 # -- a language model ------------------------------------------------------------------------------------------
 
 
-def openai_client(server: Server):
+def openai_client(server: Server, key: str | None = None):
     import openai
 
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key or server.key or "unused", max_retries=0)
 
 
 def test_completions_through_the_openai_client_plain_and_streamed(text_server: Server) -> None:
+    import openai
+
+    for wrong in ("sk-wrong", TEXT_KEY[:-1]):
+        with pytest.raises(openai.AuthenticationError) as caught:
+            openai_client(text_server, wrong).completions.create(model="genlab", prompt="a", max_tokens=2)
+        assert caught.value.code == "invalid_api_key" and "a wrong API key" in caught.value.message
+    assert httpx.get(f"{text_server.url}/info").status_code == 401
+    assert httpx.get(f"{text_server.url}/health").json() == {"status": "ok"}
     client = openai_client(text_server)
     arguments = {"model": "genlab", "prompt": "def f", "max_tokens": 12, "seed": 1, "temperature": 0.8}
     plain = client.completions.create(**arguments)
@@ -270,7 +285,7 @@ def test_completions_sent_together_are_decoded_together(text_server: Server) -> 
     alone = text_server.post("/v1/completions", body).json()["choices"][0]["text"]
     bodies = [{**body, "seed": seed, "max_tokens": 20 + 5 * seed, "n": 1 + seed % 2} for seed in range(8)]
     bodies[4] = body
-    responses = asyncio.run(post_together(text_server.url, "/v1/completions", bodies))
+    responses = asyncio.run(post_together(text_server, "/v1/completions", bodies))
 
     assert [r.status_code for r in responses] == [200] * 8
     assert responses[4].json()["choices"][0]["text"] == alone
@@ -350,6 +365,8 @@ def test_the_page_streams_a_completion_in_chromium(text_server: Server, browser,
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(text_server.url + "/")
+    WebDriverWait(browser, 60).until(lambda b: "no API key" in b.find_element(By.ID, "status").text)
+    browser.find_element(By.ID, "api-key").send_keys(TEXT_KEY + "\n")  # the page asks for the server's key
     WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text == "ready")
     browser.find_element(By.ID, "prompt").send_keys("def main")
     tokens = browser.find_element(By.ID, "max-tokens")
@@ -372,7 +389,7 @@ def test_the_page_streams_a_completion_in_chromium(text_server: Server, browser,
 def test_sigterm_finishes_the_requests_in_flight_and_stops_cleanly(text_server: Server, image_server: Server) -> None:
     text, image = text_server, image_server
     body = {"prompt": "a", "max_tokens": 300, "stream": True}
-    with httpx.stream("POST", f"{text.url}/v1/completions", json=body, timeout=120) as response:
+    with httpx.stream("POST", f"{text.url}/v1/completions", json=body, timeout=120, headers=text.headers) as response:
         events = response.iter_lines()
         assert next(events).startswith("data: ")
         text.process.send_signal(signal.SIGTERM)

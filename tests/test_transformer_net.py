@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, InputError
 from genlab.nets import decoding
 from genlab.nets.decoding import DecodingBatch, DecodingSequence, Sampling
 from genlab.nets.transformer import GPT
@@ -230,13 +230,13 @@ def test_bad_sizes_are_refused_before_the_net_is_built(compose_config, override:
 
 def test_too_long_sequences_raise_a_clear_error() -> None:
     model = tiny()
-    with pytest.raises(ConfigError, match=rf"13 tokens is longer than model\.net\.block_size={BLOCK}"):
+    with pytest.raises(InputError, match=rf"13 tokens is longer than model\.net\.block_size={BLOCK}"):
         model(tokens(1, BLOCK + 1))
     cache = model.new_kv_cache(batch_size=1)
     model(tokens(1, BLOCK - 1), kv_cache=cache)
-    with pytest.raises(ConfigError, match=rf"2 \+ {BLOCK - 1} cached tokens is longer than model\.net\.block_size"):
+    with pytest.raises(InputError, match=rf"2 \+ {BLOCK - 1} cached tokens is longer than model\.net\.block_size"):
         model(tokens(1, 2), kv_cache=cache)
-    with pytest.raises(ConfigError, match="KV cache holds 1 sequences"):
+    with pytest.raises(InputError, match="KV cache holds 1 sequences"):
         model(tokens(2, 1), kv_cache=model.new_kv_cache(batch_size=1))
 
 
@@ -244,7 +244,7 @@ def test_too_long_sequences_raise_a_clear_error() -> None:
     ("kwargs", "match"), [({"temperature": -1.0}, "temperature"), ({"top_k": 0}, "top_k"), ({"top_p": 0.0}, "top_p")]
 )
 def test_bad_sampling_settings_raise(kwargs: dict, match: str) -> None:
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(InputError, match=match):
         tiny().generate(tokens(1, 2), 1, **kwargs)
 
 

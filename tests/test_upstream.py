@@ -259,3 +259,13 @@ def test_foreach_ops_match_the_per_tensor_loop() -> None:
     norms = upstream.foreach_norm(tensors(4))
     for got, tensor in zip(norms, tensors(4), strict=True):
         torch.testing.assert_close(got, torch.linalg.vector_norm(tensor), msg=changed("torch", "torch._foreach_norm"))
+
+
+def test_a_job_reports_to_the_trial_its_sweeper_asked_for(tmp_path: Path) -> None:
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    asked = optuna.create_study(study_name="s", storage=storage).ask()
+    trial = upstream.optuna_trial(optuna.load_study(study_name="s", storage=storage), asked.number)
+    trial.report(1.5, step=3)
+    assert optuna.load_study(study_name="s", storage=storage).trials[asked.number].intermediate_values == {3: 1.5}

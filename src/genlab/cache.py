@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from genlab.errors import MachineError
 from genlab.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -69,19 +70,19 @@ def cached(
         try:
             with atomic_write(path) as partial:
                 save(value, partial)
-        except OSError as exc:
+        except (OSError, MachineError) as exc:  # a full or read-only cache disk: the run goes on without it
             _not_kept(path, what, exc)
         return Cached(value, path, built=True)
     finally:
         lock.release()
 
 
-def _not_kept(path: Path, what: str, exc: OSError) -> None:
+def _not_kept(path: Path, what: str, exc: OSError | MachineError) -> None:
     log.warning(
         "the cache folder %s is not writable (%s), so the %s is built for this run only; "
         "set GENLAB_CACHE_DIR to a writable folder to keep it",
         path.parent,
-        exc.strerror or exc,
+        (exc.strerror if isinstance(exc, OSError) else None) or exc,
         what,
     )
 

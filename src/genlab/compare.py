@@ -7,7 +7,10 @@ its overrides its parameters: a sweep of a sampling setting over one trained mod
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -16,6 +19,20 @@ from genlab.comparison.plots import plotted_metrics, write_plots
 from genlab.comparison.tables import GROUPINGS, load_groups, write_groups
 from genlab.errors import check, exit_on_user_error
 from genlab.run.layout import HYDRA_DIR
+
+
+@contextmanager
+def warnings_on_stderr(program: str) -> Iterator[None]:
+    """genlab's warnings (a damaged run skipped) as `program: warning: ...` lines on stderr, one each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{program}: warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("genlab")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -57,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--out", type=Path, help="where to write (default: the first PATH if it is a folder of runs, else .)"
     )
     args = parser.parse_args(argv)
-    with exit_on_user_error("genlab-compare"):
+    with exit_on_user_error("genlab-compare"), warnings_on_stderr("genlab-compare"):
         check(not args.metric or args.plot, "--metric chooses what --plot draws; add --plot")
         tables = load_groups(args.paths, evaluations=args.evals, by=args.group_by)
         known = sorted({metric for table in tables.values() for metric in table.metrics})

@@ -27,8 +27,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     Every evaluation is kept: `RUN/evals/<time>_<checkpoint>.json`, and `RUN/eval.json` is the latest of them.
     """
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
 
+    from genlab.building import build
     from genlab.checks import evaluated_splits
     from genlab.run.loading import load_run
     from genlab.training import metric_callbacks, summaries_of
@@ -39,7 +39,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     writable_folder(record.parent)
     pl.seed_everything(run.config.seed, verbose=False)
     callbacks = metric_callbacks(run.config)
-    trainer: pl.Trainer = instantiate(
+    trainer: pl.Trainer = build(
+        "trainer",
         run.config.trainer,
         devices=1,
         num_nodes=1,

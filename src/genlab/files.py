@@ -6,9 +6,11 @@ import json
 import os
 import secrets
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+from genlab.errors import machine_error
 
 
 @contextmanager
@@ -17,13 +19,19 @@ def atomic_write(path: Path) -> Iterator[Path]:
     when the block fails. The temporary name is unique per writer (pid and a random part), so two processes writing
     the same file never write into each other's temporary file; the last rename wins, whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield partial
         os.replace(partial, path)
+    except OSError as exc:
+        error = machine_error(exc, path, "; the file there before (if any) is untouched")
+        if error is None:
+            raise
+        raise error from exc
     finally:
-        partial.unlink(missing_ok=True)
+        with suppress(OSError):
+            partial.unlink(missing_ok=True)
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -45,11 +53,13 @@ def writable_folder(folder: Path) -> Path:
     from genlab.errors import ConfigError
 
     folder = Path(folder)
+    probe = folder / f".writable.{os.getpid()}.{secrets.token_hex(4)}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_write(folder / ".writable") as probe:
-            probe.write_bytes(b"")
-        (folder / ".writable").unlink()
+        probe.write_bytes(b"")
+        probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"cannot write into {folder} ({exc.strerror or exc}); give a folder you can write") from exc
+        raise machine_error(exc, folder) or ConfigError(
+            f"cannot write into {folder} ({exc.strerror or exc}); give a folder you can write"
+        ) from exc
     return folder

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from genlab.commands import run_command
 from genlab.errors import ConfigError, check
-from genlab.files import writable_folder
+from genlab.files import writable_folder, write_text_atomically
 from genlab.run.layout import GENERATED_DIR
 from genlab.settings import GuidanceScale, NonNegativeFloat, PositiveInt
 
@@ -152,7 +152,7 @@ def write_texts(run: LoadedRun, cfg: DictConfig, n: int, out: Path) -> list[Path
             cfg.prompt, cfg.max_new_tokens, temperature_of(run, cfg), cfg.top_k, cfg.top_p, generator=generator
         )
         path = out / f"text_{i:03d}.txt"
-        path.write_text(cfg.prompt + text, encoding="utf-8")
+        write_text_atomically(path, cfg.prompt + text)
         written.append(path)
     return written
 

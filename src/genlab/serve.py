@@ -21,6 +21,10 @@ def serve(cfg: DictConfig, overrides: list[str]) -> None:
         import_extra(module, "serve", "genlab-serve")
     own = OmegaConf.to_container(cfg, resolve=True)
     settings = ServeSettings(**{key: value for key, value in own.items() if key not in ("run", "ckpt", "threads")})
+    from genlab.serving.guard import api_key_of, check_exposure
+
+    key = api_key_of(settings.api_key)
+    check_exposure(settings.host, key, settings.allow_unauthenticated)  # before the run is loaded
     import uvicorn
 
     from genlab.run.loading import load_run
@@ -30,7 +34,7 @@ def serve(cfg: DictConfig, overrides: list[str]) -> None:
     app = create_app(run, settings)
     print(
         f"genlab-serve: {type(run.model).__name__} of {run.dir.name} at http://{settings.host}:{settings.port}/ "
-        f"(API schema at /docs)",
+        f"(API schema at /docs; {'requests need the API key' if key else 'no API key: open to whoever reaches it'})",
         flush=True,
     )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=30)

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genlab.config import judged_by
-from genlab.errors import user_error_of
+from genlab.errors import Pruned, user_error_of
 from genlab.files import write_json_atomically
 from genlab.interrupts import SIGTERM_STATUS
 from genlab.run.layout import MANIFEST_FILE, METRICS_FILE
@@ -71,6 +71,9 @@ def run_sweep_job(
         if signals.terminated:
             sys.exit(SIGTERM_STATUS)
         raise
+    except Pruned as exc:
+        print(f"genlab-train: job {HydraConfig.get().job.num} {exc}", file=sys.stderr)
+        return worst
     except Exception as exc:
         job = HydraConfig.get().job.num
         if user_error_of(exc) is None:  # a bug: keep its traceback in the job's log
@@ -99,24 +102,29 @@ def log_hparams(loggers: list[Any], metrics: Mapping[str, float]) -> None:
             writer.flush()
 
 
-def read_json_or_empty(path: Path) -> dict[str, Any]:
-    """A run folder's JSON file, or {} when it is missing or half-written (a job of the sweep may still run)."""
+def read_json_or_empty(path: Path, damaged: list[str]) -> dict[str, Any]:
+    """A run folder's JSON file, or {} when it is missing, or damaged (its one line added to `damaged`)."""
     try:
         return read_json(path) or {}
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
+        damaged.append(str(exc))
         return {}
 
 
 def job_record(job_dir: Path) -> dict[str, Any]:
-    """A job's status, error line, overrides and judged metric, from its manifest and metrics.json."""
-    manifest = read_json_or_empty(job_dir / MANIFEST_FILE)
-    metrics = read_json_or_empty(job_dir / METRICS_FILE)
+    """A job's status, error line, overrides and judged metric, from its manifest and metrics.json; a job whose
+    files are damaged is `unreadable`, with the line naming the file."""
+    damaged: list[str] = []
+    manifest = read_json_or_empty(job_dir / MANIFEST_FILE, damaged)
+    metrics = read_json_or_empty(job_dir / METRICS_FILE, damaged)
     judged = metrics.get("judged_metric")
+    if damaged:
+        log.warning("job %s is unreadable: %s", job_dir.name, damaged[0])
     return {
         "job": job_dir.name,
         "folder": str(job_dir),
-        "status": manifest.get("status", "missing manifest"),
-        "error": manifest.get("error"),
+        "status": "unreadable" if damaged else manifest.get("status", "missing manifest"),
+        "error": damaged[0] if damaged else manifest.get("error"),
         "overrides": manifest.get("overrides", []),
         "judged_metric": judged,
         "value": metrics.get(judged) if judged else None,
@@ -132,23 +140,28 @@ def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
     returns the jobs that did not complete."""
     job_dirs = sorted((p.parent for p in sweep_dir.glob(f"*/{MANIFEST_FILE}")), key=_job_order)
     jobs = [job_record(d) for d in job_dirs]
-    failed = [job for job in jobs if job["status"] != "completed"]
+    failed = [job for job in jobs if job["status"] not in ("completed", "pruned")]
     write_json_atomically(
         sweep_dir / SUMMARY_FILE,
         {"sweep_dir": str(sweep_dir), "jobs": len(jobs), "failed": len(failed), "runs": jobs},
     )
     shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if jobs else set()
-    table = Table(title=f"sweep {sweep_dir}")
+    unreadable = sum(job["status"] == "unreadable" for job in jobs)
+    table = Table(title=f"sweep {sweep_dir}" + (f" ({unreadable} unreadable jobs)" if unreadable else ""))
     for column in ("job", "status", "overrides", "judged metric", "error"):
         table.add_column(column, overflow="fold")
     for job in jobs:
         overrides = " ".join(o for o in job["overrides"] if o not in shared)  # what sets this job apart
         value = "" if job["value"] is None else f"{job['judged_metric']} = {job['value']:.4f}"
-        style = None if job["status"] == "completed" else "red"
+        style = None if job["status"] in ("completed", "pruned") else "red"
         table.add_row(job["job"], job["status"], overrides, value, job["error"] or "", style=style)
     console = Console(soft_wrap=True)
     console.print(table)
-    console.print(f"{len(jobs) - len(failed)} of {len(jobs)} jobs completed; summary: {sweep_dir / SUMMARY_FILE}")
+    pruned = sum(job["status"] == "pruned" for job in jobs)
+    ended = f"{len(jobs) - len(failed) - pruned} of {len(jobs)} jobs completed" + (
+        f", {pruned} pruned" if pruned else ""
+    )
+    console.print(f"{ended}; summary: {sweep_dir / SUMMARY_FILE}")
     console.print(f"compare them: genlab-compare {sweep_dir}")
     return failed
 

@@ -10,30 +10,34 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from genlab.building import build
+from genlab.callbacks.finite_loss import anomaly_error
 from genlab.callbacks.run_state import CheckpointOnInterrupt, LoadableCheckpoint, RandomState, judged_checkpoint
 from genlab.checks import check_config, check_validation_is_on_for, evaluated_splits
 from genlab.config import judged_by
 from genlab.console import print_metrics
+from genlab.errors import MachineError, user_error_of
 from genlab.interrupts import SIGTERM_STATUS, stop_on_sigterm
 from genlab.models.base import GenerativeModel
 from genlab.run.checkpoint_io import RunCheckpointIO, read_checkpoint
 from genlab.run.checkpoints import check_checkpoint_file
-from genlab.run.layout import LAST, METRICS_FILE
+from genlab.run.layout import CHECKPOINTS, LAST, METRICS_FILE
 from genlab.run.loading import build_model
 from genlab.run.lock import run_lock
 from genlab.run.manifest import Manifest
 from genlab.run.records import read_json, write_metrics
 from genlab.run.resume import resumed_config, use_one_wandb_run
+from genlab.sweeper.pruning import pruning_callbacks
 from genlab.sweeps import in_multirun, log_hparams, run_sweep_job
 from genlab.threads import use_threads
 
@@ -43,16 +47,16 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
 
 
-def instantiate_each(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a config group such as `callbacks` or `logger`; `null` entries are skipped."""
+def instantiate_each(name: str, group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of the config group `name` (`callbacks`, `logger`); `null` entries are skipped."""
     if not group:
         return []
-    return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+    return [build(f"{name}.{key}", entry) for key, entry in group.items() if entry is not None and "_target_" in entry]
 
 
 def metric_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     """The configured sample-quality metrics (`metrics=none` disables them), for training and genlab-eval."""
-    return [instantiate(cfg.metrics)] if cfg.get("metrics") and "_target_" in cfg.metrics else []
+    return [build("metrics", cfg.metrics)] if cfg.get("metrics") and "_target_" in cfg.metrics else []
 
 
 def summaries_of(callbacks: list[pl.Callback]) -> dict[str, Any]:
@@ -89,6 +93,22 @@ def kept_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     return (run_dir / described).resolve() if described else None
 
 
+@contextmanager
+def faults_explained(trainer: pl.Trainer, run_dir: Path) -> Iterator[None]:
+    """What `trainer.detect_anomaly=true` finds as one line with its step; a full or read-only disk's line says how
+    the run goes on once that is fixed (its last good `last.ckpt` is whole: checkpoints are written atomically)."""
+    try:
+        yield
+    except Exception as exc:
+        if (anomaly := anomaly_error(exc, trainer.global_step)) is not None:
+            raise anomaly from exc
+        error = user_error_of(exc)
+        last = run_dir / CHECKPOINTS / f"{LAST}.ckpt"
+        if isinstance(error, MachineError) and "memory" not in str(error) and last.is_file():
+            raise MachineError(f"{error}; then go on from {last.name}: genlab-train resume={run_dir}") from exc
+        raise
+
+
 def train(cfg: DictConfig) -> float | None:
     """Run one training job; returns the judged metric (for sweepers)."""
     run_dir = Path(cfg.paths.output_dir)
@@ -100,16 +120,17 @@ def train(cfg: DictConfig) -> float | None:
     use_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.data)
-    callbacks = instantiate_each(cfg.get("callbacks")) + metric_callbacks(cfg)
+    datamodule = build("data", cfg.data)
+    callbacks = instantiate_each("callbacks", cfg.get("callbacks")) + metric_callbacks(cfg)
     # What makes the run folder resumable and loadable, whatever the configured callbacks.
     callbacks += [RandomState(), LoadableCheckpoint(), CheckpointOnInterrupt()]
-    loggers = instantiate_each(cfg.get("logger"))
+    callbacks += pruning_callbacks(cfg, judged_by(cfg)[0])
+    loggers = instantiate_each("logger", cfg.get("logger"))
     kept = kept_checkpoint(cfg, run_dir)
     checkpoint_io = RunCheckpointIO(keep=[kept] if kept else [])
     # The Trainer checks its own settings: before the data is read (text data is read for the model's spec).
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io]
+    trainer: pl.Trainer = build(
+        "trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io]
     )
     model = build_model(cfg, datamodule.spec)
 
@@ -117,7 +138,8 @@ def train(cfg: DictConfig) -> float | None:
     for logger in trainer.loggers:
         logger.log_hyperparams(config)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    with faults_explained(trainer, run_dir):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     splits = evaluated_splits(cfg)
     judged_metric, judged_mode = judged_by(cfg)
     metrics, best = evaluate_best(trainer, model, datamodule, splits, judged_metric)

@@ -127,3 +127,12 @@ def foreach_norm(tensors: list[torch.Tensor]) -> Sequence[torch.Tensor]:
     import torch
 
     return torch._foreach_norm(tensors)
+
+
+def optuna_trial(study: Any, number: int) -> Any:
+    """The running trial `number` of `study`, to report to from the job that runs it: Optuna's storage looks a trial
+    up by id (`_storage`, `_study_id`), and its public API gives a Trial only to the process that asked for it."""
+    from optuna.trial import Trial
+
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    return Trial(study, trial_id)

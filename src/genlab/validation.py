@@ -30,6 +30,8 @@ ROOT_SETTINGS: dict[str, Any] = {
     "ckpt_path": str | None,
     "resume": str | None,
     "threads": THREADS,
+    # where the trial of a job of genlab's Optuna sweeper lives: storage, study and trial number (conf/train.yaml)
+    "optuna": dict[str, str | int | None],
 }
 #: Top-level groups: each holds a node with a `_target_`, a mapping of them (callbacks, logger), or nothing.
 ROOT_GROUPS = ("data", "model", "trainer", "metrics", "callbacks", "logger", "paths")
@@ -99,12 +101,13 @@ def _built(path: str, node: Mapping[str, Any], argument: Any) -> Any:
     """The partial config `node` called with `argument`; what it raises about its settings is one line."""
     from hydra.utils import instantiate
 
-    try:
-        return instantiate(dict(node))(argument)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path}: {one_line(str(exc))}; check its settings ({path}.*)") from exc
+    from genlab.building import building
+
+    with building(path, node):
+        try:
+            return instantiate(dict(node))(argument)
+        except ConfigError as exc:  # genlab's own check of its settings (a scheduler's, say)
+            raise ConfigError(f"{path}: {exc}") from exc
 
 
 def target_nodes(values: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:

@@ -1,31 +1,59 @@
-"""Stop at the first non-finite training loss with one clear line, before NaNs reach a checkpoint."""
+"""Stop at the first non-finite training loss with one clear line, before it reaches the weights or a checkpoint.
+
+The check runs in `on_before_backward`, which Lightning calls for every backward pass: automatic optimization's and
+each `manual_backward` of a model that steps its own optimizers (the GAN's two losses), so the step that made the
+NaN is the one reported, and no optimizer has applied it yet.
+"""
 
 from __future__ import annotations
+
+import re
 
 import pytorch_lightning as pl
 import torch
 
-from genlab.errors import GenlabError
+from genlab.errors import NON_FINITE_ADVICE, NumericalError
+from genlab.models.base import GenerativeModel
 from genlab.settings import PositiveInt
 
 
-class NonFiniteLossError(GenlabError):
+class NonFiniteLossError(NumericalError):
     """The training loss became NaN or infinite."""
 
 
+def non_finite_loss(trainer: pl.Trainer, name: str, loss: torch.Tensor) -> NonFiniteLossError:
+    value = loss.detach().float()
+    shown = value.item() if value.numel() == 1 else value[~torch.isfinite(value)][0].item()
+    return NonFiniteLossError(
+        f"{name} became {shown} at step {trainer.global_step} (batch {trainer.fit_loop.epoch_loop.batch_idx} of "
+        f"epoch {trainer.current_epoch}); {NON_FINITE_ADVICE}; the checkpoints saved before it are kept"
+    )
+
+
 class StopOnNonFiniteLoss(pl.Callback):
-    """Checks the loss every `every_n_steps` steps (each check waits for the device, so not always every step)."""
+    """Checks the loss of every backward pass every `every_n_steps` steps (each check waits for the device)."""
 
     def __init__(self, every_n_steps: PositiveInt = 1) -> None:
         self.every_n_steps = every_n_steps
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if trainer.global_step % self.every_n_steps:
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        if trainer.global_step % self.every_n_steps or torch.isfinite(loss).all():
             return
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss).all():
-            raise NonFiniteLossError(
-                f"train/loss became {loss.item()} at batch {batch_idx} of epoch {trainer.current_epoch}; "
-                f"lower the learning rate (model.optimizer.lr), clip gradients (trainer.gradient_clip_val) "
-                f"or check the data; the checkpoints saved so far are kept"
-            )
+        name = pl_module.backward_name if isinstance(pl_module, GenerativeModel) else "train/loss"
+        raise non_finite_loss(trainer, name, loss)
+
+
+_ANOMALY = re.compile(r"Function '(\w+)' returned (nan|inf) values in its (\d+)\w* output")
+
+
+def anomaly_error(exc: BaseException, step: int) -> NonFiniteLossError | None:
+    """One line for what `trainer.detect_anomaly=true` found (autograd's RuntimeError naming the backward op)."""
+    found = _ANOMALY.search(str(exc)) if isinstance(exc, RuntimeError) else None
+    if found is None:
+        return None
+    op, value, output = found.groups()
+    forward = op.removesuffix("Backward0").removesuffix("Backward1")
+    return NonFiniteLossError(
+        f"trainer.detect_anomaly found {value} in the gradient at step {step}: the backward of {forward} "
+        f"({op}, output {output}) returned it (its forward call is in the warning above); {NON_FINITE_ADVICE}"
+    )

@@ -12,6 +12,8 @@ import torch
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
+from genlab.files import atomic_write
+
 #: Images smaller than this (pixels, the shorter side) are enlarged by a whole factor, nearest-neighbour, before they
 #: are tiled: 8x8 digits become 64x64, MNIST 84x84, CIFAR-10 64x64; at their own size a grid of digits is a stamp.
 MIN_IMAGE_SIZE = 64
@@ -59,7 +61,11 @@ def save_grid(
     rows = math.ceil(len(images) / nrow)
     if row_labels and len(row_labels) == rows:
         grid = label_rows(grid, row_labels, images.shape[-2] + PADDING)
-    save_image(grid, path, format="png")
+    if isinstance(path, Path):
+        with atomic_write(path) as partial:
+            save_image(grid, partial, format="png")
+    else:
+        save_image(grid, path, format="png")
     return grid
 
 

@@ -44,9 +44,10 @@ class MoleculeMetrics(GeneratedSequenceMetrics):
 
     `num_val_molecules` after every validation epoch and `num_molecules` at test, always from the same seed, so a
     metric depends on the weights alone; sampled at `temperature` (1: the model's own distribution, as MOSES
-    samples). Logged per split: `validity`, `unique@1k`, `unique@10k`, `novelty` (against the molecules the model
-    trained on), `intdiv`, `filters`, `fcd` (against the split's first `num_reference` molecules, all by default)
-    and `valid_fcd_score`; plus a grid of the first `drawn` molecules, valid ones first.
+    samples). Logged per split: `validity`, `unique@1k`, `unique@10k`, `novelty` (as MOSES defines it: against the
+    dataset's whole training split, whatever subset the run trained on), `unseen_in_training` (against the molecules
+    the run trained on), `intdiv`, `filters`, `fcd` (against the split's first `num_reference` molecules, all by
+    default) and `valid_fcd_score`; plus a grid of the first `drawn` molecules, valid ones first.
 
     Runs with these metrics are judged by `val/valid_fcd_score` (`judged_metric` below, read by `${judged:...}`).
     """
@@ -75,6 +76,7 @@ class MoleculeMetrics(GeneratedSequenceMetrics):
         self.cache_dir = Path(cache_dir).expanduser()
         self.chemnet = ChemNet()  # here, so a missing [chem] extra stops the run before any data is read
         self.training: set[str] | None = None
+        self.training_split: set[str] = set()
         self.references: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
 
@@ -91,22 +93,32 @@ class MoleculeMetrics(GeneratedSequenceMetrics):
             self.counts[f"num_reference_{split}"] = self.references[split].count
         return self.references[split]
 
-    def _training_set(self, trainer: pl.Trainer) -> set[str]:
+    def _training_sets(self, trainer: pl.Trainer) -> tuple[set[str], set[str]]:
+        """(the dataset's whole training split, the molecules this run trained on), for the two novelties.
+
+        The whole split is taken as stored, as MOSES' novelty takes it (MOSES' files hold canonical SMILES, and
+        canonicalizing its 1.58 M molecules would take RDKit a quarter of an hour), joined with the canonical SMILES
+        of the molecules trained on, so that a file of non-canonical SMILES still counts them as seen.
+        """
         if self.training is None:
-            self.training = canonical_set(trainer.datamodule.items["train"], self.cache_dir)
-            self.counts["num_training"] = len(self.training)
-        return self.training
+            datamodule = trainer.datamodule
+            self.training = canonical_set(datamodule.items["train"], self.cache_dir)
+            self.training_split = set(datamodule.training_split) | self.training
+            self.counts["num_training_split"] = len(datamodule.training_split)
+            self.counts["num_trained_on"] = len(datamodule.items["train"])
+        return self.training_split, self.training
 
     def _scores(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> dict[str, float]:
         from genlab.data.molecule_drawing import molecule_grid
-        from genlab.metrics.chemistry import Generated, molecule_metrics
+        from genlab.metrics.chemistry import Generated, molecule_metrics, novelty
         from genlab.metrics.fcd import frechet_distance
 
         self.chemnet.device = pl_module.device
-        reference, training = self._reference(trainer, split), self._training_set(trainer)
+        reference, (training_split, trained_on) = self._reference(trainer, split), self._training_sets(trainer)
         smiles = [pl_module.tokenizer.to_smiles(text) for text in self._generate(pl_module, self.num_samples[split])]
         generated = Generated(smiles)
-        values = molecule_metrics(generated, training, UNIQUE_AT, device=pl_module.device)
+        values = molecule_metrics(generated, training_split, UNIQUE_AT, device=pl_module.device)
+        values["unseen_in_training"] = novelty(generated, trained_on)
         statistics = self.chemnet.statistics(generated.canonical)
         values["fcd"] = frechet_distance(statistics, reference) if statistics is not None else math.nan
         values["valid_fcd_score"] = valid_fcd_score(values["validity"], values["fcd"])

@@ -9,6 +9,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.callbacks.media import MIN_IMAGE_SIZE, log_image, log_text, save_grid
+from genlab.files import write_text_atomically
 from genlab.models.contracts import Grid, ImageGenerator, SequenceGenerator, image_grids_of
 from genlab.settings import PositiveInt
 
@@ -66,5 +67,5 @@ class SampleWriter(pl.Callback):
 
     def _write_texts(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
         for name, text in pl_module.text_samples(self.seed).items():
-            (self.dirpath / f"{prefix}{name}.txt").write_text(text, encoding="utf-8")
+            write_text_atomically(self.dirpath / f"{prefix}{name}.txt", text)
             log_text(trainer.loggers, f"samples/{name}", text, trainer.global_step)

@@ -12,6 +12,7 @@ from pathlib import Path
 from genlab.comparison.reading import _number
 from genlab.comparison.tables import Row, SweepTable, _cell
 from genlab.errors import DataError
+from genlab.files import atomic_write
 from genlab.run.layout import CSV_METRICS, TENSORBOARD_DIR
 
 
@@ -93,7 +94,8 @@ def _curves_plot(table: SweepTable, metric: str, out_dir: Path) -> list[Path]:
     axes.set(xlabel="step", ylabel=metric, title=f"{metric}: mean ± std over seeds")
     axes.legend(fontsize="small")
     path = out_dir / f"curves_{_filename(metric)}.png"
-    figure.savefig(path, dpi=120)
+    with atomic_write(path) as partial:
+        figure.savefig(partial, dpi=120, format="png")
     return [path]
 
 
@@ -117,5 +119,6 @@ def _parameter_plot(table: SweepTable, metric: str, param: str, out_dir: Path) -
     axes.set(xlabel=param, ylabel=f"final {metric}", title=f"{metric} against {param} (mean ± std)")
     axes.legend(fontsize="small")
     path = out_dir / f"{_filename(metric)}_vs_{_filename(param)}.png"
-    figure.savefig(path, dpi=120)
+    with atomic_write(path) as partial:
+        figure.savefig(partial, dpi=120, format="png")
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -9,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from genlab.errors import DataError
+from genlab.errors import DataError, GenlabError, one_line
 from genlab.run.config import read_config
-from genlab.run.layout import CONFIG_FILE, EVALS_DIR, HYDRA_DIR, MANIFEST_FILE, METRICS_FILE
+from genlab.run.layout import CONFIG_FILE, EVALS_DIR, HYDRA_DIR, MANIFEST_FILE, METRICS_FILE, MULTIRUN_FILE
 from genlab.run.records import read_json
 from genlab.sweeps import parse_overrides
 
@@ -23,6 +25,7 @@ IMPLIED_CHOICES = ("debug/sizes/",)
 
 
 MISSING = "—"
+log = logging.getLogger(__name__)
 
 
 def _ignored(key: str) -> bool:
@@ -116,6 +119,42 @@ class RunRecord:
     @property
     def completed(self) -> bool:
         return self.status == "completed"
+
+
+@dataclass
+class Skipped:
+    """A run folder that could not be read (damaged, empty or half-written), and why."""
+
+    path: Path
+    reason: str
+
+
+def read_runs(run_dirs: Iterable[Path], evaluations: bool = False) -> tuple[list[RunRecord], list[Skipped]]:
+    """The readable runs (or their genlab-eval records) and the others, each skipped with one warning line: one
+    broken file among a hundred runs costs that run, not the comparison."""
+    runs: list[RunRecord] = []
+    skipped: list[Skipped] = []
+    for path in run_dirs:
+        try:
+            runs += RunRecord.evaluations(path) if evaluations else [RunRecord.read(path)]
+        except (GenlabError, OSError, OmegaConfBaseException, ValueError, AttributeError) as exc:
+            skipped.append(Skipped(path, one_line(str(exc))[:300] or type(exc).__name__))
+            log.warning("skipped the run %s: %s", path, skipped[-1].reason)
+    return runs, skipped
+
+
+def empty_jobs(paths: Iterable[Path]) -> list[Skipped]:
+    """The job folders of the multirun folders in `paths` that hold no run (a job that never started, or a copy
+    that lost its files), each with one warning line."""
+    found = []
+    for path in paths:
+        if not (path / MULTIRUN_FILE).is_file():
+            continue
+        for job in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if not (job / CONFIG_FILE).is_file() and not any(job.glob(f"**/{CONFIG_FILE}")):
+                found.append(Skipped(job, f"no {CONFIG_FILE}: an empty or half-written job folder"))
+                log.warning("skipped the run %s: %s", job, found[-1].reason)
+    return found
 
 
 def find_runs(paths: Iterable[Path]) -> list[Path]:

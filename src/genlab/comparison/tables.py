@@ -14,8 +14,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from genlab.comparison.reading import MISSING, RunRecord, _number, find_runs
+from genlab.comparison.reading import MISSING, RunRecord, Skipped, _number, empty_jobs, find_runs, read_runs
 from genlab.errors import DataError
+from genlab.files import atomic_write, write_text_atomically
 from genlab.run.layout import EVALS_DIR
 
 
@@ -45,6 +46,8 @@ class SweepTable:
     judged_metric: str | None
     judged_mode: str | None
     notes: list[str]
+    #: Run folders that could not be read (damaged, empty, half-written): left out, and counted in the header.
+    skipped: list[Skipped] = field(default_factory=list)
 
     def records(self) -> list[dict[str, Any]]:
         """One flat dict per row (e.g. for `pandas.DataFrame(table.records())`)."""
@@ -65,9 +68,10 @@ class SweepTable:
             if self.judged_metric
             else "no best row"
         )
+        unreadable = f" ({len(self.skipped)} unreadable runs skipped)" if self.skipped else ""
         return (
-            f"{runs} runs, {len(self.rows)} configurations; mean ± std over seeds (sample std), n completed runs; "
-            f"{judged}"
+            f"{runs} runs{unreadable}, {len(self.rows)} configurations; mean ± std over seeds (sample std), "
+            f"n completed runs; {judged}"
         )
 
     def cells(self, row: Row, metrics: Sequence[str] | None = None) -> list[str]:
@@ -96,6 +100,10 @@ class SweepTable:
             lines.append("\n## Runs that did not complete\n")
             lines.append("| run | status | error |\n|---|---|---|")
             lines += [f"| {run.path} | {run.status} | {(run.error or '').replace('|', '/')} |" for run in self.failed]
+        if self.skipped:
+            lines.append("\n## Runs that could not be read (skipped)\n")
+            lines.append("| run | reason |\n|---|---|")
+            lines += [f"| {run.path} | {run.reason.replace('|', '/')} |" for run in self.skipped]
         return "\n".join(lines) + "\n"
 
     def _repr_markdown_(self) -> str:
@@ -104,9 +112,9 @@ class SweepTable:
     def write(self, out_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
         markdown, table = out_dir / "comparison.md", out_dir / "comparison.csv"
-        markdown.write_text(self.to_markdown())
+        write_text_atomically(markdown, self.to_markdown())
         records = self.records()
-        with table.open("w", newline="") as f:
+        with atomic_write(table) as partial, partial.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(records[0]) if records else self.columns())
             writer.writeheader()
             writer.writerows(records)
@@ -181,7 +189,7 @@ def varied_params(runs: Sequence[RunRecord]) -> list[str]:
 def load_sweep(paths: str | Path | Iterable[str | Path], evaluations: bool = False) -> SweepTable:
     """The comparison table of the runs at or under `paths` (a multirun folder, run folders, any folder of runs);
     with `evaluations`, of their genlab-eval records (see `RunRecord.evaluations`)."""
-    return table_of(read_runs(paths, evaluations))
+    return table_of(*collect_runs(paths, evaluations))
 
 
 #: What `load_groups` can split runs by: the model's class, or the data option chosen (`data=mnist`).
@@ -193,38 +201,45 @@ def load_groups(
 ) -> dict[str, SweepTable]:
     """One table per model (`by="model"`) or per dataset (`"data"`), each with its own parameters, metrics and
     best row; `"auto"` splits by model when the runs have several, else by data when they have several, else not at
-    all (`"none"`). Keys are like `model=VAE`, or "" for one table."""
-    runs = read_runs(paths, evaluations)
+    all (`"none"`). Keys are like `model=VAE`, or "" for one table (which also lists the unreadable runs)."""
+    runs, skipped = collect_runs(paths, evaluations)
     if by == "auto":
         by = next((name for name, key in GROUPINGS.items() if len({key(run) for run in runs}) > 1), "none")
     if by == "none":
-        return {"": table_of(runs)}
+        return {"": table_of(runs, skipped)}
     groups: dict[str, list[RunRecord]] = {}
     for run in runs:
         groups.setdefault(f"{by}={GROUPINGS[by](run)}", []).append(run)
-    return {name: table_of(group) for name, group in sorted(groups.items())}
+    names = sorted(groups)
+    return {name: table_of(groups[name], skipped if name == names[0] else []) for name in names}
 
 
-def read_runs(paths: str | Path | Iterable[str | Path], evaluations: bool = False) -> list[RunRecord]:
-    """The runs (or with `evaluations` their genlab-eval records) at or under `paths`; none is one line."""
+def collect_runs(
+    paths: str | Path | Iterable[str | Path], evaluations: bool = False
+) -> tuple[list[RunRecord], list[Skipped]]:
+    """The runs (or with `evaluations` their genlab-eval records) at or under `paths`, and those that could not be
+    read; none at all is one line."""
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     run_dirs = find_runs(paths)
     where = ", ".join(map(str, paths))
     if not run_dirs:
         raise DataError(f"no run folders (with .hydra/config.yaml) under {where}")
-    if not evaluations:
-        runs = [RunRecord.read(path) for path in run_dirs]
-    else:
-        runs = [evaluation for path in run_dirs for evaluation in RunRecord.evaluations(path)]
-        if not runs:
-            raise DataError(
-                f"--evals: the runs under {where} have no genlab-eval records ({EVALS_DIR}/*.json); evaluate them "
-                f"first, e.g. genlab-eval run=RUN model.guidance=2"
-            )
-    return runs
+    runs, skipped = read_runs(run_dirs, evaluations)
+    if len(skipped) == len(run_dirs):
+        raise DataError(
+            f"none of the {len(run_dirs)} run folders under {where} is readable (first: {skipped[0].path}: "
+            f"{skipped[0].reason}); restore their files or give other runs"
+        )
+    skipped += empty_jobs(paths)
+    if evaluations and not runs:
+        raise DataError(
+            f"--evals: the runs under {where} have no genlab-eval records ({EVALS_DIR}/*.json); evaluate them "
+            f"first, e.g. genlab-eval run=RUN model.guidance=2"
+        )
+    return runs, skipped
 
 
-def table_of(runs: list[RunRecord]) -> SweepTable:
+def table_of(runs: list[RunRecord], skipped: list[Skipped]) -> SweepTable:
     """The table of these runs: one row per configuration, the metrics they all have, the best row."""
     params = varied_params(runs)
     completed = [run for run in runs if run.completed]
@@ -265,7 +280,7 @@ def table_of(runs: list[RunRecord]) -> SweepTable:
         sign = 1 if judged_mode == "min" else -1
         min(ranked, key=lambda row: sign * row.stats[judged_metric][0]).best = True
     failed = [run for run in runs if not run.completed]
-    return SweepTable(params, metrics, rows, failed, judged_metric, judged_mode, notes)
+    return SweepTable(params, metrics, rows, failed, judged_metric, judged_mode, notes, skipped)
 
 
 def write_groups(tables: dict[str, SweepTable], out_dir: Path) -> list[Path]:
@@ -275,10 +290,10 @@ def write_groups(tables: dict[str, SweepTable], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown, table = out_dir / "comparison.md", out_dir / "comparison.csv"
     sections = [t.to_markdown().replace("# Comparison\n", f"## {name}\n", 1) for name, t in tables.items()]
-    markdown.write_text("# Comparison\n\n" + "\n".join(sections))
+    write_text_atomically(markdown, "# Comparison\n\n" + "\n".join(sections))
     records = [{"group": name, **record} for name, t in tables.items() for record in t.records()]
     fields = list(dict.fromkeys(key for record in records for key in record))
-    with table.open("w", newline="") as f:
+    with atomic_write(table) as partial, partial.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(records)

@@ -20,6 +20,7 @@ from genlab.data.smiles import molecule_tokenizer
 from genlab.data.tokenizers import SymbolTokenizer
 from genlab.errors import DataError
 from genlab.extras import import_extra
+from genlab.files import write_text_atomically
 
 #: At most this many molecules are drawn in genlab-sample's picture.
 DRAWN = 100
@@ -112,7 +113,7 @@ class MoleculeDataModule(SequenceDataModule):
         (the first DRAWN drawn by RDKit, valid ones first)."""
         smiles = [tokenizer.to_smiles(text) for text in texts]
         listing = out / "molecules.smi"
-        listing.write_text("".join(f"{s}\n" for s in smiles), encoding="utf-8")
+        write_text_atomically(listing, "".join(f"{s}\n" for s in smiles))
         picture = out / "molecules.png"
         draw_molecules(smiles[:DRAWN]).save(picture)
         return [listing, picture]

@@ -33,6 +33,7 @@ from genlab.data.sequences import SequenceDataModule
 from genlab.data.spec import DataSpec
 from genlab.data.tokenizers import SymbolTokenizer
 from genlab.errors import DataError
+from genlab.files import write_text_atomically
 from genlab.settings import PositiveFloat, PositiveInt
 
 #: Bump when the tokens of a score change, so cached corpora are read again.
@@ -65,7 +66,7 @@ def write_pieces(pieces: Sequence[Piece], texts: Sequence[str], out: Path) -> li
     on the scale of the whole set)."""
     out.mkdir(parents=True, exist_ok=True)
     listing = out / "tokens.txt"
-    listing.write_text("".join(f"{text}\n" for text in texts), encoding="utf-8")
+    write_text_atomically(listing, "".join(f"{text}\n" for text in texts))
     written = [listing]
     scale = RollScale.of(pieces)
     for i, piece in enumerate(pieces):

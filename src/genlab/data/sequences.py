@@ -23,6 +23,7 @@ from genlab.data.spec import DataSpec
 from genlab.data.tensor_dataset import already_batched
 from genlab.data.tokenizers import SymbolTokenizer
 from genlab.errors import DataError
+from genlab.files import write_text_atomically
 from genlab.settings import NonNegativeInt, PositiveInt
 
 #: How many items a split takes: a count, or a fraction of the items when below 1.
@@ -127,6 +128,9 @@ class SequenceDataModule(pl.LightningDataModule, ABC):
         self.num_workers = num_workers
         self.tokenizer: SymbolTokenizer | None = None
         self.items: dict[str, list[str]] = {}
+        #: The source's whole training split as read, before validation (and test) are drawn from it and
+        #: `max_train` subsets it: what MOSES' novelty compares samples with.
+        self.training_split: list[str] = []
         self.datasets: dict[str, WholeSequences] = {}
         self.tokens_per_char = 1.0
 
@@ -153,7 +157,9 @@ class SequenceDataModule(pl.LightningDataModule, ABC):
         """Read, split and tokenize once (the vocabulary and the longest sequence are needed to build the model)."""
         if self.tokenizer is not None:
             return
-        splits = split_corpus(self.read_corpus(), self.val_size, self.test_size, self.max_train, self.split_seed)
+        corpus = self.read_corpus()
+        self.training_split = corpus.get("train", [])
+        splits = split_corpus(corpus, self.val_size, self.test_size, self.max_train, self.split_seed)
         pieces: dict[str, list[list[str]]] = {}
         for split, items in splits.items():
             kept, pieces[split] = [], []
@@ -216,5 +222,5 @@ class SequenceDataModule(pl.LightningDataModule, ABC):
     def write_samples(cls, texts: Sequence[str], tokenizer: SymbolTokenizer, out: Path) -> list[Path]:
         """genlab-sample's files for generated sequences: `sequences.txt`, one a line (domains write their own)."""
         path = out / "sequences.txt"
-        path.write_text("".join(f"{text}\n" for text in texts), encoding="utf-8")
+        write_text_atomically(path, "".join(f"{text}\n" for text in texts))
         return [path]

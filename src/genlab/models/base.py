@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 import pytorch_lightning as pl
 import torch
 
+from genlab.building import building
 from genlab.errors import ConfigError
 from genlab.upstream import lightning_logging_step, lightning_logs_this_step
 
@@ -41,7 +42,8 @@ def build_net(
             f"the net {target.__name__} (model/net) does not fit {model}, which gives it {', '.join(sizes)}: {exc}; "
             f"pick a model/net made for {model}"
         ) from exc
-    built = net(**sizes)
+    with building("model.net", getattr(net, "keywords", {})):
+        built = net(**sizes)
     missing = [part for part in parts if not hasattr(built, part)]
     if missing:
         raise ConfigError(
@@ -60,6 +62,8 @@ class GenerativeModel(pl.LightningModule):
 
     judged_metric: ClassVar[str]
     judged_mode: ClassVar[Literal["min", "max"]]
+    #: The loss the next backward pass is of, as the non-finite-loss check names it (a GAN has two).
+    backward_name: str = "train/loss"
 
     def __init__(
         self,

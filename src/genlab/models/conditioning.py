@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from genlab.data.spec import DataSpec
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, InputError
 
 #: What `sample(n, labels=...)` accepts: one class for all n, or one class per sample.
 Labels = int | Sequence[int] | torch.Tensor
@@ -84,10 +84,10 @@ class ClassConditioning:
         if labels.ndim == 0:
             labels = labels.expand(n)
         if labels.shape != (n,):
-            raise ConfigError(f"give one label for all {n} samples or one per sample, not {tuple(labels.shape)}")
+            raise InputError(f"give one label for all {n} samples or one per sample, not {tuple(labels.shape)}")
         outside = labels[(labels < 0) | (labels >= num_classes)]
         if len(outside):
-            raise ConfigError(
+            raise InputError(
                 f"label {int(outside[0])} is not a class of data={self.data}, whose classes are 0..{num_classes - 1}"
             )
         return labels.to(device)

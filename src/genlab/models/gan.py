@@ -139,7 +139,12 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, SignedImageRa
         ]
 
     def _step(
-        self, optimizer: Any, loss: torch.Tensor, parameters: Callable[[], Iterable[nn.Parameter]], measure: bool
+        self,
+        optimizer: Any,
+        loss: torch.Tensor,
+        parameters: Callable[[], Iterable[nn.Parameter]],
+        measure: bool,
+        name: str,
     ) -> float:
         """Backward, optional clipping and one step of `optimizer`; returns the (unclipped) gradient norm if `measure`.
 
@@ -147,6 +152,7 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, SignedImageRa
         `optimizer.step`, and unscaling twice is an error), so the clip threshold is scaled and the norm unscaled.
         """
         optimizer.zero_grad(set_to_none=True)
+        self.backward_name = name
         self.manual_backward(loss)
         scale = self.loss_scale()
         norm = float(gradient_norm(parameters())) / scale if measure else math.nan  # before clipping
@@ -184,7 +190,11 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, SignedImageRa
             if self.r1_weight > 0:
                 penalty = penalty + self.r1_weight / 2 * r1_penalty(critic, real)
             d_grad_norm = self._step(
-                d_optimizer, d_loss + penalty, self.discriminator.parameters, measure=self.logging_this_step
+                d_optimizer,
+                d_loss + penalty,
+                self.discriminator.parameters,
+                measure=self.logging_this_step,
+                name="train/d_loss",
             )
 
         values: dict[str, Any] = {
@@ -201,7 +211,7 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, SignedImageRa
                 g_loss = generator_loss(self.loss, critic(fake))
                 # With n_critic > 1 a logged step may make no G step: log the latest G values on every logged step.
                 measure = self.logging_this_step or self.n_critic > 1
-                g_grad_norm = self._step(g_optimizer, g_loss, self.generator.parameters, measure=measure)
+                g_grad_norm = self._step(g_optimizer, g_loss, self.generator.parameters, measure, "train/g_loss")
             if self.generator_ema is not None:
                 self.generator_ema.update_parameters(self.generator)
             if self.scheduler_interval == "step":
@@ -210,7 +220,7 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, SignedImageRa
             total = total + g_loss.detach()
 
         self.log_training_step(d_loss.detach(), lambda: {**values, **self.latest_generator_values}, name="train/d_loss")
-        return total  # the sum of this step's losses: NaN in either stops the run (StopOnNonFiniteLoss)
+        return total
 
     def _step_schedulers(self) -> None:
         """Manual optimization leaves schedulers to the model: both step together (per G step or per epoch)."""

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, InputError
 from genlab.settings import PositiveInt, UnitFraction
 
 
@@ -210,17 +210,17 @@ class GPT(nn.Module):
         (B, T), and the cache itself places them.
         """
         if idx.dim() != 2 or idx.size(1) == 0:
-            raise ConfigError(f"GPT expects token ids of shape (batch, time) with time >= 1, got {tuple(idx.shape)}")
+            raise InputError(f"GPT expects token ids of shape (batch, time) with time >= 1, got {tuple(idx.shape)}")
         B, T = idx.shape
         if positions is None:
             past = 0
             if kv_cache is not None:
                 past = kv_cache.length
                 if kv_cache.batch_size != B:
-                    raise ConfigError(f"the KV cache holds {kv_cache.batch_size} sequences but the input has {B}")
+                    raise InputError(f"the KV cache holds {kv_cache.batch_size} sequences but the input has {B}")
             if past + T > self.block_size:
                 cached = f" + {past} cached" if kv_cache is not None else ""
-                raise ConfigError(
+                raise InputError(
                     f"sequence of {T}{cached} tokens is longer than model.net.block_size={self.block_size}; "
                     f"use shorter sequences or a larger block_size"
                 )
@@ -261,11 +261,11 @@ class GPT(nn.Module):
         recomputes on the last block_size tokens without a cache, exactly as use_cache=False does.
         """
         if temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {temperature}")
+            raise InputError(f"temperature must be >= 0, got {temperature}")
         if top_k is not None and top_k < 1:
-            raise ConfigError(f"top_k must be >= 1, got {top_k}")
+            raise InputError(f"top_k must be >= 1, got {top_k}")
         if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
+            raise InputError(f"top_p must be in (0, 1], got {top_p}")
         cache = self.new_kv_cache(idx.size(0)) if use_cache else None
         stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for step in range(max_new_tokens):

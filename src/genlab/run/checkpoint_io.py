@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
-from genlab.errors import ConfigError, check
+from genlab.errors import NON_FINITE_ADVICE, ConfigError, NumericalError, check
 from genlab.files import atomic_write
 from genlab.run.checkpoints import check_checkpoint_file
 
@@ -23,6 +23,22 @@ MODEL_KEY = "genlab_model"
 def model_class_name(model: torch.nn.Module) -> str:
     """The model's class as the config's `model._target_` names it."""
     return f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+def check_finite_weights(checkpoint: dict[str, Any], path: Path) -> None:
+    """Refuse to save weights that hold NaN or infinity: the checkpoint before them stays the last good one."""
+    state = checkpoint.get("state_dict", {})
+    weights = {name: t for name, t in state.items() if torch.is_tensor(t) and t.is_floating_point()}
+    if not weights:
+        return
+    finite = torch.stack([torch.isfinite(t).all().to("cpu", non_blocking=True) for t in weights.values()])
+    if bool(finite.all()):  # one wait for the device, however many tensors
+        return
+    name = next(name for name, ok in zip(weights, finite.tolist(), strict=True) if not ok)
+    raise NumericalError(
+        f"the weights became non-finite ({name}) by step {checkpoint.get('global_step')}, so {path.name} was not "
+        f"written; {NON_FINITE_ADVICE}; the checkpoints saved before are kept"
+    )
 
 
 class RunCheckpointIO(TorchCheckpointIO):
@@ -38,6 +54,7 @@ class RunCheckpointIO(TorchCheckpointIO):
         self.superseded: set[Path] = set()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        check_finite_weights(checkpoint, Path(path))
         with atomic_write(Path(path)) as partial:
             super().save_checkpoint(checkpoint, partial, storage_options)
 

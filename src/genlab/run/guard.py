@@ -10,7 +10,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from genlab.errors import check, exit_on_user_error
-from genlab.run.layout import holds_a_run
+from genlab.run.layout import STUDY_FILE, holds_a_run
+
+#: genlab's Optuna sweeper (hydra_plugins.genlab_sweepers), which continues the study kept in its sweep folder.
+OPTUNA = "genlab_sweepers.optuna_sweeper.OptunaSweeper"
 
 
 def process_rank() -> int:
@@ -32,7 +35,10 @@ class RefuseUsedFolders(Callback):
         self._refuse(Path(config.hydra.run.dir), "hydra.run.dir", "continue it with resume=")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._refuse(Path(config.hydra.sweep.dir), "hydra.sweep.dir", "compare it with genlab-compare")
+        folder = Path(config.hydra.sweep.dir)
+        if (folder / STUDY_FILE).is_file() and str(config.hydra.sweeper.get("_target_", "")).endswith(OPTUNA):
+            return  # the Optuna sweeper continues its study there, each new trial in a folder of its own
+        self._refuse(folder, "hydra.sweep.dir", "compare it with genlab-compare")
 
     @staticmethod
     def _refuse(folder: Path, key: str, instead: str) -> None:

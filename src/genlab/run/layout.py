@@ -44,6 +44,8 @@ MULTIRUN_FILE = "multirun.yaml"
 #: The folder of single runs (outputs/<task>/RUNS_DIR/<name>) and the link beside it to the last one completed.
 RUNS_DIR = "runs"
 LATEST = "latest"
+#: The Optuna sweeper's study (SQLite) in its sweep folder, unless hydra.sweeper.storage names another database.
+STUDY_FILE = "optuna.db"
 #: The names the configs read with `${run_folder:NAME}` (callbacks/default.yaml, logger/csv.yaml, logger/...).
 LAYOUT = {
     "checkpoints": CHECKPOINTS,

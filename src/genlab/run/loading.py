@@ -10,9 +10,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from genlab.building import build, building
 from genlab.checks import INJECTED
 from genlab.data.spec import DataSpec
 from genlab.data.tokenizers import tokenizer_from_state
@@ -61,13 +61,14 @@ class LoadedRun:
     @property
     def datamodule(self) -> pl.LightningDataModule:
         if self._datamodule is None:
-            self._datamodule = instantiate(self.config.data)
+            self._datamodule = build("data", self.config.data)
         return self._datamodule
 
 
 def build_model(cfg: DictConfig, spec: DataSpec) -> pl.LightningModule:
     """The model from the config; the data's spec is passed after instantiation (Hydra would turn it into config)."""
-    return instantiate(cfg.model, _partial_=True)(spec=spec)
+    with building("model", cfg.model):
+        return build("model", cfg.model, _partial_=True)(spec=spec)
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -126,7 +127,7 @@ def load_run(
         f"ckpt={path} holds a {written_by}, but this run's model is a {cfg.model._target_}; "
         f"give a checkpoint of this run (ckpt=best, ckpt=last)",
     )
-    datamodule = None if SPEC_KEY in checkpoint else instantiate(cfg.data)  # runs saved before specs were kept
+    datamodule = None if SPEC_KEY in checkpoint else build("data", cfg.data)  # runs saved before specs were kept
     model = build_model(cfg, spec_from_state(checkpoint[SPEC_KEY]) if datamodule is None else datamodule.spec)
     try:
         model.load_state_dict(checkpoint["state_dict"])

@@ -6,7 +6,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Any
 
 from pytorch_lightning.utilities import rank_zero_only
 
-from genlab.errors import user_error_of
+from genlab.errors import MachineError, Pruned, user_error_of
 from genlab.files import write_json_atomically
 from genlab.run.latest import point_latest_at
 from genlab.run.layout import MANIFEST_FILE
@@ -54,7 +54,8 @@ def _device() -> str:
 
 
 class Manifest:
-    """The run's identity card. Only the main process writes it; status is running, completed, failed or interrupted."""
+    """The run's identity card. Only the main process writes it; status is running, completed, failed, interrupted or
+    pruned (stopped early by a sweep's pruner)."""
 
     def __init__(self, run_dir: Path, seed: int, overrides: list[str]) -> None:
         self.path = Path(run_dir) / MANIFEST_FILE
@@ -106,9 +107,13 @@ class Manifest:
         except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1) after a graceful stop
             self.end("interrupted", None)
             raise
+        except Pruned as exc:
+            self.end("pruned", str(exc))
+            raise
         except BaseException as exc:
             error = user_error_of(exc) or exc
-            self.end("failed", f"{type(error).__name__}: {error}")
+            with suppress(MachineError):  # a full or read-only disk: the run's own error says so, not this one
+                self.end("failed", f"{type(error).__name__}: {error}")
             raise
         self.end("completed", None)
         point_latest_at(self.path.parent)

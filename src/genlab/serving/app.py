@@ -24,6 +24,7 @@ from genlab.errors import GenlabError, check
 from genlab.models.contracts import ImageGenerator, IncrementalDecoder, contracts_of
 from genlab.run.loading import LoadedRun
 from genlab.serving.batching import ModelThread, Reply
+from genlab.serving.guard import ApiKeyGuard, TimeLimit, api_key_of
 from genlab.serving.http import (
     RequestLimits,
     error_response,
@@ -44,7 +45,7 @@ from genlab.serving.schemas import (
 from genlab.serving.settings import ServeSettings
 from genlab.serving.text import CompletionJob, TextEngine
 
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 413, 500, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 413, 500, 503, 504)}
 BATCH_HEADER = "x-genlab-batch-requests"
 SEED_HEADER = "x-genlab-seed"
 
@@ -79,6 +80,21 @@ def create_app(run: LoadedRun, settings: ServeSettings) -> FastAPI:
         lifespan=lifespan,
     )
     counts: Counter = Counter()
+    # The last added is the outermost: every answer is counted, a refused key costs no model time, and a browser
+    # page of a listed origin can read the 401 too.
+    app.add_middleware(TimeLimit, seconds=settings.request_timeout)
+    if (key := api_key_of(settings.api_key)) is not None:
+        app.add_middleware(ApiKeyGuard, api_key=key)
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+            expose_headers=[SEED_HEADER, BATCH_HEADER],
+        )
     app.add_middleware(RequestLimits, max_bytes=settings.max_request_bytes, counts=counts)
     if is_text:
         request_model = completions_request_model(settings)
@@ -95,6 +111,7 @@ def create_app(run: LoadedRun, settings: ServeSettings) -> FastAPI:
         "endpoint": endpoint,
         "request_fields": fields,
         "limits": {
+            "request_timeout": settings.request_timeout,
             "max_n": settings.max_n,
             "max_tokens": settings.max_tokens,
             "max_steps": settings.max_steps,
@@ -148,11 +165,14 @@ def add_images_route(app: FastAPI, engine: ImageEngine, request_model: type, nam
         seed = random_seed() if body.seed is None else body.seed
         wanted = {option: getattr(body, option) for option in options if getattr(body, option) is not None}
         future = asyncio.get_running_loop().create_future()
-        engine.submit(ImageJob(body.n, seed, wanted, Reply.to_future(future)))
+        job = ImageJob(body.n, seed, wanted, Reply.to_future(future))
+        engine.submit(job)
         try:
             drawn, shared_with = await future
         except Exception as exc:
             return model_error_response(exc)
+        finally:  # answered, or stopped by the time limit or the client: a job not drawn yet is dropped
+            job.cancelled = True
         headers = {SEED_HEADER: str(seed), BATCH_HEADER: str(shared_with)}
         if body.response_format == "png":
             return Response(await run_in_threadpool(png_bytes, drawn), media_type="image/png", headers=headers)

@@ -82,6 +82,8 @@ class ImageJob:
     options: dict[str, Any]
     reply: Reply
     shared_with: int = field(default=1, init=False)
+    #: Its request is gone (answered, timed out, or its client left): not drawn if it is still waiting.
+    cancelled: bool = field(default=False, init=False)
 
 
 class ImageEngine(ModelThread[ImageJob]):
@@ -100,6 +102,8 @@ class ImageEngine(ModelThread[ImageJob]):
                 continue
             groups: dict[tuple, list[ImageJob]] = {}
             for job in self.gather(first, lambda job: job.n):
+                if job.cancelled:
+                    continue
                 scalars = tuple(sorted((k, v) for k, v in job.options.items() if k != "label"))
                 groups.setdefault((scalars, "label" in job.options), []).append(job)
             for group in groups.values():

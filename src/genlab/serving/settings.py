@@ -4,19 +4,19 @@ against (`genlab.commands.run_command`), one line naming a bad value and what is
 from __future__ import annotations
 
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le
 
-from genlab.settings import NonNegativeFloat, PositiveInt
+from genlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt
 
 Port = Annotated[int, Ge(1), Le(65535)]
 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """How the server listens, batches and bounds requests; see conf/serve.yaml for each setting."""
+    """How the server listens, whom it lets in, how it batches and bounds requests; see conf/serve.yaml."""
 
     host: str = "127.0.0.1"
     port: Port = 8000
@@ -29,6 +29,10 @@ class ServeSettings:
     max_steps: PositiveInt = 1000
     max_request_bytes: PositiveInt = 65536
     model_name: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    allow_unauthenticated: bool = False
+    cors_origins: list[str] = field(default_factory=list)
+    request_timeout: PositiveFloat = 300.0
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @classmethod

@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from inprocess import Result, call_entrypoint, run_console_script
 from offline import network_guard
 from omegaconf import DictConfig, open_dict
+from requires import data_dir, in_ci, skip_if_missing
 
 from genlab.config import config_dir
 
@@ -30,11 +31,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 REPO = Path(__file__).resolve().parents[1]
 OFFLINE = Path(__file__).resolve().parent / "offline"
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 #: What every in-process genlab-train of the tests adds: no progress bar, no model summary (tests read the output).
 QUIET_TRAIN = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false"]
+
+
+#: One 8x8 digit in a picture: enlarged to 64 px (genlab.callbacks.media.MIN_IMAGE_SIZE), and its 2-px gap.
+CELL = 8 * 8 + 2
 
 
 #: A Transformer LM small enough for a test: one 16-wide layer, windows of 16 tokens, batches of 4, 2 val batches.
@@ -55,21 +59,30 @@ SHARED_CACHE = Path(tempfile.mkdtemp(prefix="genlab-test-cache-"))
 atexit.register(shutil.rmtree, SHARED_CACHE, ignore_errors=True)
 
 
-def data_dir() -> Path | None:
-    """Where the real datasets are: GENLAB_DATA_DIR, else the ../shared/data beside the checkout."""
-    configured = os.environ.get("GENLAB_DATA_DIR")
-    path = Path(configured) if configured else SHARED_DATA
-    return path if path.is_dir() else None
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked by tests/requires.py skip, before their fixtures are set up, when what they need is missing."""
+    skip_if_missing(item)
 
 
-def require_data(relative: str) -> Path:
-    """The real dataset folder; in CI its absence is a failure, on a laptop without it a skip."""
-    root = data_dir()
-    if root is None or not (root / relative).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide {relative} under GENLAB_DATA_DIR ({root})")
-        pytest.skip(f"{relative} not found; set GENLAB_DATA_DIR to run this test")
-    return root
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Under CI=true a skipped test fails (tests/requires.py): CI runs everything, so nothing missing can hide."""
+    report = (yield).get_result()
+    fail_skip_in_ci(report)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """The same for a module skipped as a whole (`pytest.importorskip` at its top)."""
+    fail_skip_in_ci((yield).get_result())
+
+
+def fail_skip_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: skipping is a failure in CI ({reason})"
 
 
 network_guard.install()

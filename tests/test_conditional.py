@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUIET_TRAIN, train_env
+from conftest import CELL, QUIET_TRAIN, train_env
 from inprocess import Result, call_entrypoint
 from PIL import Image
 
@@ -208,8 +208,14 @@ def test_a_short_conditional_run_generates_the_requested_classes(run_fixture: st
     per_class = result["sample_quality"]["cond_acc_per_class"]
     assert len(per_class) == 10 and sum(per_class) / 10 == pytest.approx(result["test/cond_acc"], abs=1e-6)
     assert result["sample_quality"]["class_histogram"] and result["test/fid"] > 0
-    # Training pictures: one row of 8 samples per class (8 x 8 digits, 2-px gaps).
-    assert Image.open(run_dir / "samples" / "samples.png").size == (8 * 10 + 2, 10 * 10 + 2)
+    # Within each class: FID per class (averaged: test/intra_fid) and the spread of its samples against the data's.
+    quality = result["sample_quality"]
+    assert len(quality["intra_fid_per_class"]) == len(quality["spread_per_class"]) == 10
+    assert result["test/intra_fid"] == pytest.approx(sum(quality["intra_fid_per_class"]) / 10, rel=1e-5)
+    assert result["test/intra_fid"] > 0 and 0 < result["test/class_spread"] < 10
+    # Training pictures: one row of 8 samples per class (8 x 8 digits at 64 px, 2-px gaps), each row labelled.
+    width, height = Image.open(run_dir / "samples" / "samples.png").size
+    assert height == 10 * CELL + 2 and width > 8 * CELL + 2
 
 
 def test_the_label_decides_what_is_drawn(cgan_run: Path) -> None:
@@ -232,14 +238,16 @@ def test_eval_reproduces_cond_acc(folder: Folder, cvae_run: Path) -> None:
 
 def test_sample_one_class_or_a_row_per_class(folder: Folder, cvae_run: Path) -> None:
     for arguments, size in (
-        (["label=3", "n=16", "out=three"], (4 * 10 + 2,) * 2),
-        (["labels=all", "out=all"], (82, 102)),
+        (["label=3", "n=16", "out=three"], (4 * CELL + 2,) * 2),
+        (["labels=all", "out=all"], (8 * CELL + 2, 10 * CELL + 2)),
     ):
         process = folder.command("genlab-sample", f"run={cvae_run}", *arguments)
         assert process.returncode == 0, process.stderr[-3000:]
         out = folder.root / arguments[-1].removeprefix("out=")
         assert {p.name for p in out.iterdir()} == {"samples.png", "reconstructions.png", "interpolation.png"}
-        assert Image.open(out / "samples.png").size == size, arguments
+        width, height = Image.open(out / "samples.png").size
+        labelled = arguments[0] == "labels=all"  # a column of class labels on the left
+        assert height == size[1] and (width > size[0] if labelled else width == size[0]), arguments
     again = folder.command("genlab-sample", f"run={cvae_run}", "label=3", "n=16", "out=again")
     assert again.returncode == 0
     assert (folder.root / "again" / "samples.png").read_bytes() == (folder.root / "three" / "samples.png").read_bytes()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import require_data
+from requires import data_dir, requires_data
 from torchvision.utils import save_image
 
 from genlab.data.digits import DigitsDataModule
@@ -62,8 +62,9 @@ def test_missing_dataset_without_download_names_the_folder(tmp_path: Path) -> No
         data.setup()
 
 
+@requires_data("MNIST/raw")
 def test_mnist_loads_from_the_read_only_data_dir() -> None:
-    root = require_data("MNIST/raw")
+    root = data_dir()
     data = TorchvisionDataModule("mnist", data_dir=str(root), val_size=5000)
     data.prepare_data()
     data.setup()

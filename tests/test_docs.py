@@ -15,14 +15,33 @@ import pytest
 from conftest import train_env
 from docs_commands import PROGRAMS, Page
 from docs_shell import REPO, bash_blocks, logical_lines, pages, run_script, stray_gpu_markers
+from requires import requires_data, requires_extra
 
 PAGES = pages()
+#: What a page needs when its commands (outside gpu-only blocks) mention a setting: `data=`, `experiment=`,
+#: `metrics=` values containing the word, or the program.
+NEEDS = {
+    "mnist": requires_data("MNIST/raw"),
+    "shakespeare": requires_data("shakespeare/input.txt"),
+    "moses": requires_data("moses/train.csv.gz"),
+    "moses|smiles|molecules": requires_extra("chem"),
+    "bach|music": requires_extra("music"),
+}
 #: A line `COMMAND || echo "exit status $?"` shows a refusal: the command must exit with status 2 (genlab's refusals).
 REFUSAL = '|| echo "exit status $?"'
 
 
 def page_id(page: Path) -> str:
     return str(page.relative_to(REPO))
+
+
+def page_param(page: Path):
+    """The page, skipped (naming what to install or set) when its commands need an extra or a dataset."""
+    text = "\n".join(block.text for block in bash_blocks(page) if not block.gpu_only)
+    needs = [need for words, need in NEEDS.items() if re.search(rf"\b(?:data|experiment|metrics)=\S*(?:{words})", text)]
+    if re.search(r"\bgenlab-serve\b", text):
+        needs.append(requires_extra("serve"))
+    return pytest.param(page, marks=needs, id=page_id(page))
 
 
 def test_every_page_is_found_and_the_readme_keeps_its_set_up_commands() -> None:
@@ -33,7 +52,7 @@ def test_every_page_is_found_and_the_readme_keeps_its_set_up_commands() -> None:
         assert command in commands, f"README.md lost its command {command!r}"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=page_id)
+@pytest.mark.parametrize("page", [page_param(page) for page in PAGES])
 def test_the_commands_of_the_page_run_as_written(page: Path, tmp_path: Path) -> None:
     """The page's non-GPU blocks, in order, as one bash script in a fresh folder (variables carry over)."""
     assert not stray_gpu_markers(page), f"{page_id(page)}: a gpu-only marker not directly before a ```bash block"

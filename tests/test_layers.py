@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
         "genlab.upstream",
         "genlab.extras",
         "genlab.interrupts",
+        "genlab.threads",
         "genlab.console",
         "genlab.cache",
         "genlab.run.layout",
@@ -38,7 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("genlab.run.loading",),  # a run folder back as a model: builds what the layers below define
     ("genlab.callbacks",),
     ("genlab.serving", "genlab.exporting"),  # what a loaded run is served or exported as
-    ("genlab.training", "genlab.sweeps", "genlab.sweeper", "genlab.comparison"),  # the job
+    ("genlab.training", "genlab.sweeps", "genlab.sweeper", "genlab.comparison", "genlab.preflight"),  # the job
     ("genlab.commands",),
     ("genlab.train", "genlab.eval", "genlab.sample", "genlab.serve", "genlab.compare", "genlab.export"),  # entrypoints
 ]

@@ -7,7 +7,8 @@ import math
 
 import pytest
 import torch
-from conftest import QUIET_TRAIN, TINY_LM_NET, require_data
+from conftest import QUIET_TRAIN, TINY_LM_NET
+from requires import requires_data
 
 from genlab.data.text import PythonSourceDataModule, TextFileDataModule, TokenWindows
 from genlab.data.tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, tokenizer_from_state
@@ -129,8 +130,8 @@ def test_warmup_cosine_schedule_matches_nanogpt() -> None:
     assert lrs[2000] == pytest.approx(1e-4) and lrs[2099] == pytest.approx(1e-4)
 
 
+@requires_data("shakespeare/input.txt")
 def test_transformer_trains_and_samples_through_genlab_train(genlab_train) -> None:
-    require_data("shakespeare/input.txt")
     run = genlab_train("data=shakespeare", *TINY_LM).check()
     metrics = run.metrics
     assert metrics["judged_metric"] == "val/loss" and metrics["judged_mode"] == "min"
@@ -167,8 +168,8 @@ LM_BAD_INPUTS = {
 }
 
 
+@requires_data("shakespeare/input.txt")
 def test_language_model_bad_input_is_one_clear_line(genlab_train) -> None:
-    require_data("shakespeare/input.txt")
     for case, (overrides, message) in LM_BAD_INPUTS.items():
         run = genlab_train("data=shakespeare", *overrides)
         assert run.returncode != 0, case
@@ -212,9 +213,9 @@ def test_gpu_recipes_compile_and_autocast_on_accelerators_only(compose_config) -
     assert explicit.trainer.precision == "bf16-mixed"
 
 
+@requires_data("shakespeare/input.txt")
 def test_gpu_recipe_runs_on_a_cpu_without_compiling(genlab_train, monkeypatch) -> None:
     """experiment=gpt_shakespeare trainer=cpu starts at once: inductor's C++ build would take minutes."""
-    require_data("shakespeare/input.txt")
     monkeypatch.setattr(GPT, "compile", lambda self: pytest.fail("compiled on a CPU although compile=cuda"))
     tiny = ["model.net.n_layer=1", "model.net.n_embd=24", "data.block_size=32", "data.batch_size=4"]
     genlab_train(*GPU_RECIPE_ON_CPU, *tiny).check()

@@ -9,8 +9,13 @@ import random
 import sys
 
 import pytest
+from requires import extra_hint, require_data, requires_data
+
+pytest.importorskip("rdkit", reason=extra_hint("chem"))
+pytest.importorskip("fcd_torch", reason=extra_hint("chem"))
+pytest.importorskip("selfies", reason=extra_hint("chem"))
 import torch
-from conftest import QUIET_TRAIN, require_data, train_env
+from conftest import QUIET_TRAIN, train_env
 from inprocess import call_entrypoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -120,6 +125,7 @@ def moses_test_molecules(count: int) -> list[str]:
         return [next(lines).strip() for _ in range(count + 1)][1:]
 
 
+@requires_data("moses/test.csv.gz")
 def test_fcd_of_a_set_with_itself_is_zero_and_with_shuffled_characters_large(tmp_path) -> None:
     molecules = moses_test_molecules(500)
     ours, others = molecules[:250], molecules[250:]
@@ -154,8 +160,8 @@ TINY_MOSES = [
 ]
 
 
+@requires_data("moses/train.csv.gz", "moses/test.csv.gz")
 def test_gpt_moses_cpu_trains_and_samples_molecules(genlab_train, tmp_path) -> None:
-    require_data("moses/train.csv.gz")
     # MOSES' own training file; 300 of its test molecules (tokenizing all 176,074 would take most of the test's time)
     (tmp_path / "test.smi").write_text("\n".join(moses_test_molecules(300)))
     run = genlab_train(*TINY_MOSES, f"data.test_path={tmp_path / 'test.smi'}").check()
@@ -238,8 +244,8 @@ def test_bad_molecule_files_are_one_line(genlab_train, tmp_path, case: str) -> N
     assert message in line
 
 
+@requires_data("moses/train.csv.gz")
 def test_missing_chem_extra_and_molecule_metrics_on_text_are_one_line(genlab_train, monkeypatch) -> None:
-    require_data("moses/train.csv.gz")
     with monkeypatch.context() as patch:
         patch.setitem(sys.modules, "rdkit", None)  # as if RDKit were not installed
         run = genlab_train("data=moses", "model=transformer")

@@ -8,8 +8,11 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-import music21
 import pytest
+from requires import extra_hint
+
+pytest.importorskip("music21", reason=extra_hint("music"))
+import music21
 from conftest import QUIET_TRAIN, train_env
 from inprocess import call_entrypoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

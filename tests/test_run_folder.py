@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUIET_TRAIN, TINY_LM_NET, train_env
+from conftest import CELL, QUIET_TRAIN, TINY_LM_NET, train_env
 from inprocess import Result, call_entrypoint, console_script
 from omegaconf import OmegaConf
 
@@ -277,7 +277,7 @@ def test_sample_writes_image_grids_and_the_same_seed_the_same_bytes(folder: Fold
     assert (default / "samples.png").read_bytes() != (default / "reconstructions.png").read_bytes()
     from PIL import Image
 
-    assert Image.open(default / "samples.png").size == (4 * 10 + 2, 4 * 10 + 2)  # 4 x 4 images of 8 x 8, padding 2
+    assert Image.open(default / "samples.png").size == (4 * CELL + 2, 4 * CELL + 2)  # 4 x 4 digits at 64 px, padding 2
 
 
 def test_sample_draws_from_the_gans_ema_generator(folder: Folder, gan_run: Path) -> None:

@@ -173,10 +173,10 @@ def test_train_writes_sample_quality_to_metrics_json(genlab_train, tmp_path) -> 
     assert metrics["test/fid"] > 0
     assert 0 <= metrics["test/class_entropy"] <= math.log(10) + 1e-6
     summary = metrics["sample_quality"]
-    # digits: 153 validation and 270 test images, all within debug=limit's two batches of 512.
-    assert (summary["num_real_val"], summary["num_real_test"], summary["num_fake"]) == (153, 270, 1000)
+    # debug=limit measures 64 real (of its two evaluation batches of 64) and 64 generated images (conf/debug/sizes/).
+    assert (summary["num_real_val"], summary["num_real_test"], summary["num_fake"]) == (64, 64, 64)
     assert summary["features"] == "classifier" and summary["classifier_test_accuracy"] > 0.8
-    assert len(summary["class_histogram"]) == 10 and sum(summary["class_histogram"]) == 1000
+    assert len(summary["class_histogram"]) == 10 and sum(summary["class_histogram"]) == 64
     assert "feature classifier for digits trained and cached in" in run.stdout + run.stderr
     assert list((fresh_cache / "feature_classifier").glob("digits-1x8x8-*.pt"))
     events = EventAccumulator(str(run.dir / "tensorboard"), size_guidance={"histograms": 0})

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import io
 import json
-import os
 import shutil
 import signal
 import socket
@@ -19,6 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from requires import extra_hint, requires_programs
+
+pytest.importorskip("fastapi", reason=extra_hint("serve"))
+pytest.importorskip("uvicorn", reason=extra_hint("serve"))
 from conftest import QUIET_TRAIN, TINY_LM_NET, train_env
 from inprocess import call_entrypoint, console_script
 from PIL import Image
@@ -318,10 +321,6 @@ def test_bad_completions_get_a_4xx_and_the_server_goes_on(text_server: Server) -
 def browser() -> Iterator:
     """Headless Chromium from Debian's packages, driven by Selenium."""
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium and chromium-driver (.ci/run does)")
-        pytest.skip("needs chromium and chromedriver: apt-get install chromium chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -340,6 +339,7 @@ def screenshot(browser, tmp_path: Path, name: str) -> None:
     print(f"screenshot: {path}")
 
 
+@requires_programs("chromium", "chromedriver")
 def test_the_page_draws_a_grid_for_a_seed_in_chromium(image_server: Server, browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -359,6 +359,7 @@ def test_the_page_draws_a_grid_for_a_seed_in_chromium(image_server: Server, brow
     screenshot(browser, tmp_path, "serve_page_images.png")
 
 
+@requires_programs("chromium", "chromedriver")
 def test_the_page_streams_a_completion_in_chromium(text_server: Server, browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -10,6 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from requires import extra_hint
+
+pytest.importorskip("fastapi", reason=extra_hint("serve"))
 from fastapi.testclient import TestClient
 from inprocess import call_entrypoint
 from starlette.applications import Starlette

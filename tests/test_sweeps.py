@@ -212,9 +212,15 @@ def test_compare_runs_of_different_models_on_shared_metrics_only(grid: Sweep, ge
         "data.steps_per_epoch=2",
         *TINY,
     ).check()
-    result = compare(grid.jobs[0], lm.dir, "--out", lm.dir.parent)
+    result = compare(grid.jobs[0], lm.dir, "--out", lm.dir.parent, "--group-by", "none")
     assert result.returncode == 0, result.stderr
     assert "runs of different models (TransformerLM, VAE): compared on the metrics they all have only" in result.stdout
+    # By default one table per model, each with its own judged metric shown; --metrics chooses the columns.
+    grouped = compare(grid.jobs[0], lm.dir, "--out", lm.dir.parent, "--metrics", "val/loss", "val/elbo")
+    assert grouped.returncode == 0, grouped.stderr
+    assert "model=TransformerLM: 1 runs" in grouped.stdout and "best by val/loss" in grouped.stdout
+    assert "model=VAE: 1 runs" in grouped.stdout and "best by val/elbo" in grouped.stdout
+    assert "## model=VAE" in (lm.dir.parent / "comparison.md").read_text()
     table = load_sweep([grid.jobs[0], lm.dir])
     shared = {k for k in lm.metrics if "/" in k} & {k for k in grid.json(grid.jobs[0], "metrics.json") if "/" in k}
     assert set(table.metrics) == shared

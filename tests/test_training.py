@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import QUIET_TRAIN, require_data
+from conftest import QUIET_TRAIN
+from requires import requires_data
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from genlab.callbacks.finite_loss import NonFiniteLossError, StopOnNonFiniteLoss
@@ -21,8 +22,8 @@ def csv_rows(run_dir) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@requires_data("MNIST/raw")
 def test_short_mnist_run_drives_val_elbo_down(genlab_train) -> None:
-    require_data("MNIST/raw")
     run = genlab_train(
         "data=mnist",
         "logger=csv",

@@ -13,6 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from genlab.config import config_dir
 from genlab.errors import ConfigError, check, did_you_mean, exit_on_user_error, one_line
+from genlab.threads import THREADS, use_threads
 from genlab.validation import ROOT_GROUPS, ROOT_SETTINGS, check_value
 
 #: The top-level keys of a run's saved config, which the command's other arguments change.
@@ -72,5 +73,6 @@ def run_command(
     with exit_on_user_error(program):
         own, run_overrides = split_arguments(program, name, arguments)
         cfg = command_config(name, own)
-        check_settings(cfg, settings)
+        check_settings(cfg, {**settings, "threads": THREADS})
+        use_threads(cfg.get("threads"))
         body(cfg, run_overrides)

@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from genlab.comparison.plots import plotted_metrics, write_plots
-from genlab.comparison.tables import load_sweep
+from genlab.comparison.tables import GROUPINGS, load_groups, write_groups
 from genlab.errors import check, exit_on_user_error
 from genlab.run.layout import HYDRA_DIR
 
@@ -57,21 +57,41 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="with --plot: a metric to plot, e.g. test/cond_acc (repeatable; default: the judged metric)",
     )
     parser.add_argument(
+        "--group-by",
+        choices=["auto", *GROUPINGS, "none"],
+        default="auto",
+        help="one table per model or per dataset, each with its own parameters, metrics and best row (default "
+        "auto: by model when the runs have several, else by data when they have several)",
+    )
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="NAME",
+        help="the metrics shown in the terminal, e.g. --metrics test/fid test/kid (default: the judged metric and "
+        "its test twin; every metric is in comparison.md and comparison.csv)",
+    )
+    parser.add_argument(
         "--out", type=Path, help="where to write (default: the first PATH if it is a folder of runs, else .)"
     )
     args = parser.parse_args(argv)
     with exit_on_user_error("genlab-compare"), warnings_on_stderr("genlab-compare"):
         check(not args.metric or args.plot, "--metric chooses what --plot draws; add --plot")
-        table = load_sweep(args.paths, evaluations=args.evals)
+        tables = load_groups(args.paths, evaluations=args.evals, by=args.group_by)
+        known = sorted({metric for table in tables.values() for metric in table.metrics})
+        unknown = [metric for metric in args.metrics or [] if metric not in known]
+        check(not unknown, f"--metrics {' '.join(unknown)}: not a metric of these runs; they have: {', '.join(known)}")
         if args.plot:
-            plotted_metrics(table, args.metric)  # before anything is written
+            for table in tables.values():
+                plotted_metrics(table, args.metric)  # before anything is written
         first = args.paths[0]
         out = args.out or (first if not (first / HYDRA_DIR).is_dir() else Path.cwd())
         console = Console(soft_wrap=True)
-        table.print(console)
-        written = table.write(out)
+        for name, table in tables.items():
+            table.print(console, args.metrics, title=f"{name}: " if name else "")
+        written = write_groups(tables, out)
         if args.plot:
-            written += write_plots(table, out, args.metric)
+            for name, table in tables.items():
+                written += write_plots(table, out / name if name else out, args.metric)
         console.print("written: " + ", ".join(str(path) for path in written))
 
 

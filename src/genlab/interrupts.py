@@ -4,6 +4,8 @@ During `fit`, Lightning's own handler finishes the current step and stops (genla
 handler, which Lightning calls after its own, lets that first signal be. Before or after `fit` (reading and
 tokenizing data, the final evaluation) nothing else listens, so the signal raises `Terminated` here and the run is
 recorded as interrupted instead of vanishing. A second SIGTERM raises at once, also in the middle of a long step.
+Work that is not a training step (drawing a thousand images for FID, a sampler's hundred steps) would hold the first
+signal for minutes: its loops call `stop_if_requested()`, which raises `Terminated` once a SIGTERM is pending.
 """
 
 from __future__ import annotations
@@ -28,10 +30,21 @@ class Signals:
     terminated: int = 0
 
 
+#: The signals of the `stop_on_sigterm` block running now, if any.
+_active: Signals | None = None
+
+
+def stop_if_requested() -> None:
+    """Raise `Terminated` when a SIGTERM is pending; long loops outside a training step call it once per pass."""
+    if _active is not None and _active.terminated:
+        raise Terminated()
+
+
 @contextmanager
 def stop_on_sigterm() -> Iterator[Signals]:
     """For the block: SIGTERM handled as above; the previous SIGTERM and SIGINT handlers come back afterwards
     (Lightning ignores SIGINT for good once it has handled a Ctrl-C)."""
+    global _active
     received = Signals()
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield received
@@ -43,9 +56,11 @@ def stop_on_sigterm() -> Iterator[Signals]:
             return  # Lightning's handler called this one: the fit stops after its current step
         raise Terminated()
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm), signal.getsignal(signal.SIGINT)
+    previous = signal.signal(signal.SIGTERM, on_sigterm), signal.getsignal(signal.SIGINT), _active
+    _active = received
     try:
         yield received
     finally:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
+        _active = previous[2]

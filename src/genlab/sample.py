@@ -31,6 +31,7 @@ SETTINGS = {
     "run": str | None,
     "ckpt": str,
     "n": PositiveInt | None,
+    "min_image_size": PositiveInt,
     "out": str | None,
     "overwrite": bool,
     "seed": int,
@@ -119,7 +120,7 @@ def write_images(run: LoadedRun, cfg: DictConfig, out: Path, options: dict[str, 
     import torch
 
     from genlab.callbacks.media import save_grid
-    from genlab.models.contracts import image_grids_of
+    from genlab.models.contracts import Grid, image_grids_of
 
     model = run.model
     labels, n, nrow = class_request(model, cfg)
@@ -129,11 +130,13 @@ def write_images(run: LoadedRun, cfg: DictConfig, out: Path, options: dict[str, 
     if labels is not None:
         options = {**options, "labels": labels}
     samples = model.sample(n, generator, **options)
-    grids["samples"] = (samples, nrow)
+    rows = None if cfg.labels is None else [str(k) for k in labels.view(-1, nrow)[:, 0].tolist()]
+    grids["samples"] = Grid(samples, nrow, rows)
     written = []
-    for name, (images, nrow) in grids.items():
+    for name, grid in grids.items():
         path = out / f"{name}.png"
-        save_grid(images, nrow, path)
+        images, nrow, rows = Grid(*grid)
+        save_grid(images, nrow, path, rows, cfg.min_image_size)
         written.append(path)
     return written
 

@@ -20,7 +20,7 @@ def serve(cfg: DictConfig, overrides: list[str]) -> None:
     for module in ("fastapi", "uvicorn"):
         import_extra(module, "serve", "genlab-serve")
     own = OmegaConf.to_container(cfg, resolve=True)
-    settings = ServeSettings(**{key: value for key, value in own.items() if key not in ("run", "ckpt")})
+    settings = ServeSettings(**{key: value for key, value in own.items() if key not in ("run", "ckpt", "threads")})
     from genlab.serving.guard import api_key_of, check_exposure
 
     key = api_key_of(settings.api_key)

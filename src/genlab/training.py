@@ -40,6 +40,7 @@ from genlab.run.records import read_json, write_metrics
 from genlab.run.resume import resumed_config, use_one_wandb_run
 from genlab.sweeper.pruning import pruning_callbacks
 from genlab.sweeps import held_run, in_multirun, kept_job_value, log_hparams, run_sweep_job
+from genlab.threads import use_threads
 
 # Data lives in memory and is batched by index: worker processes would only add start-up time.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -141,6 +142,7 @@ def train(cfg: DictConfig) -> float | None:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path not in (None, "last"):
         check_checkpoint_file(Path(ckpt_path))
+    use_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build("data", cfg.data)

@@ -17,8 +17,11 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from genlab.callbacks.media import log_histogram
 from genlab.errors import ConfigError
+from genlab.interrupts import stop_if_requested
+from genlab.metrics.class_counts import ClassCounts
 from genlab.metrics.feature_classifier import FeatureClassifier, load_or_train, require_labels
 from genlab.metrics.inception import InceptionFeatures
+from genlab.metrics.intra_fid import IntraFID
 from genlab.models.conditioning import balanced_labels
 from genlab.models.contracts import ImageGenerator, conditioning_of
 from genlab.settings import PositiveInt
@@ -68,6 +71,9 @@ class SampleQuality(pl.Callback):
     same every time), and FID, KID and class entropy are computed on those class-balanced samples, so conditional
     and unconditional runs compare on one scale. `val/cond_acc` and `test/cond_acc` are the fraction of fakes the
     classifier assigns to the class they were generated for; `summary()` adds the test split's accuracy per class.
+    On the test split they also get `test/intra_fid` (FID within each class, averaged over the classes) and
+    `test/class_spread` (generated over real feature variance within a class, averaged: near 0 when a class
+    collapses to one image), both per class in `summary()` (genlab.metrics.intra_fid).
     """
 
     def __init__(
@@ -103,6 +109,9 @@ class SampleQuality(pl.Callback):
         self.counts: dict[str, int] = {}
         self.class_histogram: list[int] | None = None
         self.class_accuracy: list[float] | None = None
+        self.intra: IntraFID | None = None
+        self.class_counts = ClassCounts(0, None)  # sized in setup()
+        self.per_class: dict[str, list[float]] = {}
 
     # -- set-up -----------------------------------------------------------------------------------------------------
 
@@ -122,6 +131,9 @@ class SampleQuality(pl.Callback):
         with warnings.catch_warnings():  # that KID keeps its features in memory: a few MB here
             warnings.simplefilter("ignore", UserWarning)
             kid = KernelInceptionDistance(feature=PrecomputedFeatures(dim), subset_size=self.kid_subset_size)
+        num_classes = conditioning_of(pl_module).num_classes
+        self.intra = IntraFID(num_classes, dim) if num_classes is not None else None
+        self.class_counts = ClassCounts(self.classifier.head.out_features if self.classifier else 0, num_classes)
         self.metrics = {
             "val": [FrechetInceptionDistance(feature=PrecomputedFeatures(dim), reset_real_features=False)],
             "test": [FrechetInceptionDistance(feature=PrecomputedFeatures(dim)), kid],
@@ -162,6 +174,11 @@ class SampleQuality(pl.Callback):
         for metric in self.metrics[stage]:
             metric.reset()  # validation keeps its real features (reset_real_features=False)
             metric.to(pl_module.device)
+        self.class_counts.reset()
+        self.class_counts.to(pl_module.device)
+        if self.intra is not None and stage == "test":
+            self.intra.reset()
+            self.intra.to(pl_module.device)
         for net in (self.classifier, self.inception):
             if net is not None:
                 net.to(pl_module.device)
@@ -188,24 +205,23 @@ class SampleQuality(pl.Callback):
         features, _ = self._features(images)
         for metric in self.metrics[stage]:
             metric.update(features, real=True)
+        if self.intra is not None and stage == "test":
+            self.intra.update(features, batch[1][: len(images)], real=True)
 
     @torch.no_grad()
-    def _add_fakes(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """This process's share of fakes, from noise seeded by `seed` + rank. Returns its predicted-class counts and,
-        for a conditional model, a (2, classes) tensor: the fakes asked for per class, and those classified so."""
+    def _add_fakes(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """This process's share of fakes, from noise seeded by `seed` + rank, into the stage's metrics and the
+        class counts (`self.class_counts`)."""
         generator = torch.Generator().manual_seed(self.seed + trainer.global_rank)
-        classes = self.classifier.head.out_features if self.classifier else 0
-        histogram = torch.zeros(classes, dtype=torch.long)
         share = max(1, self.num_fake // trainer.world_size)
         num_classes = conditioning_of(pl_module).num_classes
         labels = None if num_classes is None else balanced_labels(share, num_classes, start=share * trainer.global_rank)
-        hits = None if num_classes is None else torch.zeros((2, num_classes), dtype=torch.long)
+        asked = None
         was_training = pl_module.training
         pl_module.eval()
         try:
             for start in range(0, share, self.batch_size):
+                stop_if_requested()
                 size = min(self.batch_size, share - start)
                 if labels is None:
                     images = pl_module.sample(size, generator=generator)
@@ -215,14 +231,11 @@ class SampleQuality(pl.Callback):
                 features, predicted = self._features(images)
                 for metric in self.metrics[stage]:
                     metric.update(features, real=False)
-                if predicted is not None:
-                    histogram += torch.bincount(predicted.cpu(), minlength=classes)
-                if hits is not None:
-                    hits[0] += torch.bincount(asked, minlength=num_classes)
-                    hits[1] += torch.bincount(asked[predicted.cpu() == asked], minlength=num_classes)
+                self.class_counts.update(predicted, asked)
+                if self.intra is not None and stage == "test":
+                    self.intra.update(features, asked, real=False)
         finally:
             pl_module.train(was_training)
-        return histogram, hits
 
     def _total(self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: torch.Tensor) -> torch.Tensor:
         """Sum over processes (a no-op on one device)."""
@@ -232,19 +245,26 @@ class SampleQuality(pl.Callback):
         if not self.measuring:
             return
         self.measuring = False
-        histogram, hits = self._add_fakes(trainer, pl_module, stage)
-        histogram = self._total(trainer, pl_module, histogram)
+        self._add_fakes(trainer, pl_module, stage)
+        histogram, asked, correct = (counts.cpu() for counts in self.class_counts.compute())
         fid = self.metrics[stage][0]
         self.val_reals_ready = self.val_reals_ready or stage == "val"
         num_real = int(self._total(trainer, pl_module, fid.real_features_num_samples.clone()))
         num_fake = int(self._total(trainer, pl_module, fid.fake_features_num_samples.clone()))
         self.counts.update({f"num_real_{stage}": num_real, "num_fake": num_fake})
         values = {f"{stage}/fid": fid.compute()}
-        if hits is not None:
-            asked, correct = self._total(trainer, pl_module, hits).double()
-            values[f"{stage}/cond_acc"] = correct.sum() / asked.sum()
+        if len(asked):
+            values[f"{stage}/cond_acc"] = correct.sum().double() / asked.sum()
             if stage == "test":
-                self.class_accuracy = (correct / asked.clamp(min=1)).tolist()
+                self.class_accuracy = (correct.double() / asked.clamp(min=1)).tolist()
+        if self.intra is not None and stage == "test":
+            fid_per_class, spread_per_class = self.intra.compute()
+            values["test/intra_fid"] = fid_per_class.nanmean()
+            values["test/class_spread"] = spread_per_class.nanmean()
+            self.per_class = {
+                "intra_fid_per_class": fid_per_class.tolist(),
+                "spread_per_class": spread_per_class.tolist(),
+            }
         if stage == "test":
             kid = self.metrics[stage][1]
             kid.subset_size = min(self.kid_subset_size, num_real, num_fake)
@@ -292,4 +312,5 @@ class SampleQuality(pl.Callback):
             content["class_histogram"] = self.class_histogram
         if self.class_accuracy is not None:
             content["cond_acc_per_class"] = self.class_accuracy
+        content.update(self.per_class)
         return {"sample_quality": content}

@@ -8,9 +8,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from genlab.callbacks.media import log_image, log_text, save_grid
+from genlab.callbacks.media import MIN_IMAGE_SIZE, log_image, log_text, save_grid
 from genlab.files import write_text_atomically
-from genlab.models.contracts import ImageGenerator, SequenceGenerator, image_grids_of
+from genlab.models.contracts import Grid, ImageGenerator, SequenceGenerator, image_grids_of
 from genlab.settings import PositiveInt
 
 
@@ -23,8 +23,11 @@ class SampleWriter(pl.Callback):
     noise and prompts. Files: `samples/epoch_XXX_<name>.png|txt` over training, `samples/<name>.png|txt` at the end.
     """
 
-    def __init__(self, dirpath: str, every_n_epochs: PositiveInt = 1, seed: int = 0) -> None:
+    def __init__(
+        self, dirpath: str, every_n_epochs: PositiveInt = 1, seed: int = 0, min_image_size: PositiveInt = MIN_IMAGE_SIZE
+    ) -> None:
         self.dirpath = Path(dirpath)
+        self.min_image_size = min_image_size
         self.every_n_epochs = every_n_epochs
         self.seed = seed
         self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -57,8 +60,9 @@ class SampleWriter(pl.Callback):
 
     def _write_images(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
         grids = image_grids_of(pl_module, self.batch, torch.Generator().manual_seed(self.seed))
-        for name, (images, nrow) in grids.items():
-            grid = save_grid(images, nrow, self.dirpath / f"{prefix}{name}.png")
+        for name, value in grids.items():
+            images, nrow, rows = Grid(*value)
+            grid = save_grid(images, nrow, self.dirpath / f"{prefix}{name}.png", rows, self.min_image_size)
             log_image(trainer.loggers, f"samples/{name}", grid, trainer.global_step)
 
     def _write_texts(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:

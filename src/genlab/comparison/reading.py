@@ -20,6 +20,8 @@ from genlab.sweeps import parse_overrides
 
 # Not what a configuration is: the seed is what runs of one configuration differ by; folders differ in every run.
 IGNORED_KEYS = {"seed", "resume", "hydra", "paths"}
+#: Config-group choices that other choices imply (debug=... picks the debug sizes of the chosen model and metrics).
+IMPLIED_CHOICES = ("debug/sizes/",)
 
 
 MISSING = "—"
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def _ignored(key: str) -> bool:
-    return re.split(r"[./]", key, maxsplit=1)[0] in IGNORED_KEYS
+    return re.split(r"[./]", key, maxsplit=1)[0] in IGNORED_KEYS or key.startswith(IMPLIED_CHOICES)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

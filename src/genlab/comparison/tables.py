@@ -83,9 +83,9 @@ class SweepTable:
         return ["best", *self.params, "n", "failed", *(metrics or self.metrics)]
 
     def headline_metrics(self) -> list[str]:
-        """What fits a terminal: the judged metric and its test-split twin (every metric without a judged one)."""
+        """What fits a terminal: the judged metric and its test-split twin (without a judged one, the first few)."""
         if self.judged_metric is None:
-            return self.metrics
+            return self.metrics[:HEADLINE_METRICS]
         twin = "test/" + self.judged_metric.split("/", 1)[-1]
         return [self.judged_metric, *([twin] if twin in self.metrics and twin != self.judged_metric else [])]
 
@@ -120,13 +120,26 @@ class SweepTable:
             writer.writerows(records)
         return [markdown, table]
 
-    def print(self, console: Console) -> None:
-        metrics = self.headline_metrics()
-        table = Table(title=self.header(), title_justify="left")
-        for column in self.columns(metrics):
-            table.add_column(column, justify="left" if column in self.params else "right", overflow="fold")
+    def print(self, console: Console, metrics: Sequence[str] | None = None, title: str = "") -> None:
+        """The table for a terminal: `metrics` (default: the headline ones); more than FOLDED_PARAMS parameters are
+        folded into one column, a `key=value` line each, so that the metric columns keep their width."""
+        metrics = [m for m in metrics if m in self.metrics] if metrics else self.headline_metrics()
+        folded = len(self.params) > FOLDED_PARAMS
+        columns = self.columns(metrics)
+        if folded:
+            columns = ["best", "parameters", *columns[len(self.params) + 1 :]]
+        table = Table(title=f"{title}{self.header()}", title_justify="left")
+        settings = {id(row): [f"{p}={_cell(row.params[p])}" for p in self.params] for row in self.rows}
+        widest = max((len(line) for lines in settings.values() for line in lines), default=0)
+        for column in columns:
+            left = column in self.params or column == "parameters"
+            width = min(widest, 48) if column == "parameters" else None  # else rich squeezes it to nothing
+            table.add_column(column, justify="left" if left else "right", overflow="fold", min_width=width)
         for row in self.rows:
-            table.add_row(*self.cells(row, metrics), style="bold green" if row.best else None)
+            cells = self.cells(row, metrics)
+            if folded:
+                cells = [cells[0], "\n".join(settings[id(row)]), *cells[1 + len(self.params) :]]
+            table.add_row(*cells, style="bold green" if row.best else None)
         console.print(table)
         if len(metrics) < len(self.metrics):
             console.print(f"({len(self.metrics) - len(metrics)} more metrics in comparison.md and comparison.csv)")
@@ -134,6 +147,12 @@ class SweepTable:
             console.print(f"note: {note}")
         for run in self.failed:
             console.print(f"[red]{run.status}[/red]: {run.path}: {run.error or ''}")
+
+
+#: Metrics shown in the terminal when the runs share no judged metric; parameters shown as columns before they are
+#: folded into one.
+HEADLINE_METRICS = 4
+FOLDED_PARAMS = 4
 
 
 def _cell(value: Any) -> str:
@@ -170,6 +189,36 @@ def varied_params(runs: Sequence[RunRecord]) -> list[str]:
 def load_sweep(paths: str | Path | Iterable[str | Path], evaluations: bool = False) -> SweepTable:
     """The comparison table of the runs at or under `paths` (a multirun folder, run folders, any folder of runs);
     with `evaluations`, of their genlab-eval records (see `RunRecord.evaluations`)."""
+    return table_of(*collect_runs(paths, evaluations))
+
+
+#: What `load_groups` can split runs by: the model's class, or the data option chosen (`data=mnist`).
+GROUPINGS = {"model": lambda run: run.model, "data": lambda run: str(run.config.get("data", "?"))}
+
+
+def load_groups(
+    paths: str | Path | Iterable[str | Path], evaluations: bool = False, by: str = "auto"
+) -> dict[str, SweepTable]:
+    """One table per model (`by="model"`) or per dataset (`"data"`), each with its own parameters, metrics and
+    best row; `"auto"` splits by model when the runs have several, else by data when they have several, else not at
+    all (`"none"`). Keys are like `model=VAE`, or "" for one table (which also lists the unreadable runs)."""
+    runs, skipped = collect_runs(paths, evaluations)
+    if by == "auto":
+        by = next((name for name, key in GROUPINGS.items() if len({key(run) for run in runs}) > 1), "none")
+    if by == "none":
+        return {"": table_of(runs, skipped)}
+    groups: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(f"{by}={GROUPINGS[by](run)}", []).append(run)
+    names = sorted(groups)
+    return {name: table_of(groups[name], skipped if name == names[0] else []) for name in names}
+
+
+def collect_runs(
+    paths: str | Path | Iterable[str | Path], evaluations: bool = False
+) -> tuple[list[RunRecord], list[Skipped]]:
+    """The runs (or with `evaluations` their genlab-eval records) at or under `paths`, and those that could not be
+    read; none at all is one line."""
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     run_dirs = find_runs(paths)
     where = ", ".join(map(str, paths))
@@ -187,6 +236,11 @@ def load_sweep(paths: str | Path | Iterable[str | Path], evaluations: bool = Fal
             f"--evals: the runs under {where} have no genlab-eval records ({EVALS_DIR}/*.json); evaluate them "
             f"first, e.g. genlab-eval run=RUN model.guidance=2"
         )
+    return runs, skipped
+
+
+def table_of(runs: list[RunRecord], skipped: list[Skipped]) -> SweepTable:
+    """The table of these runs: one row per configuration, the metrics they all have, the best row."""
     params = varied_params(runs)
     completed = [run for run in runs if run.completed]
     notes: list[str] = []
@@ -227,3 +281,20 @@ def load_sweep(paths: str | Path | Iterable[str | Path], evaluations: bool = Fal
         min(ranked, key=lambda row: sign * row.stats[judged_metric][0]).best = True
     failed = [run for run in runs if not run.completed]
     return SweepTable(params, metrics, rows, failed, judged_metric, judged_mode, notes, skipped)
+
+
+def write_groups(tables: dict[str, SweepTable], out_dir: Path) -> list[Path]:
+    """comparison.md (a section per group) and comparison.csv (a `group` column) of `load_groups`' tables."""
+    if list(tables) == [""]:
+        return tables[""].write(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown, table = out_dir / "comparison.md", out_dir / "comparison.csv"
+    sections = [t.to_markdown().replace("# Comparison\n", f"## {name}\n", 1) for name, t in tables.items()]
+    write_text_atomically(markdown, "# Comparison\n\n" + "\n".join(sections))
+    records = [{"group": name, **record} for name, t in tables.items() for record in t.records()]
+    fields = list(dict.fromkeys(key for record in records for key in record))
+    with atomic_write(table) as partial, partial.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(records)
+    return [markdown, table]

@@ -58,9 +58,13 @@ class TorchvisionDataModule(ImageDataModule):
         """Download the files if they are missing (torchvision skips files it has); offline, stop at once."""
         if not self.download:
             return
+        new_folders = [folder for folder in (self.folder, *self.folder.parents) if not folder.exists()]
         try:
             self._open_splits(download=True)
         except (RuntimeError, OSError) as exc:
+            for folder in new_folders:  # the folders torchvision made for the download, deepest first
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             reason = lines[-1][:160] if lines else type(exc).__name__  # torchvision's last line names the cause
             raise DataError(

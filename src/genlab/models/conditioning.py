@@ -63,6 +63,10 @@ class ClassConditioning:
         """Every class, in order (for a grid with one row per class)."""
         return list(range(self._require("labels=all asks for every class")))
 
+    def row_labels(self) -> list[str]:
+        """The labels of a class grid's rows (`class_grid`): the class numbers."""
+        return [str(k) for k in self.all_classes()]
+
     def class_grid(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise and labels for a grid with one row per class and one column per row of `noise`: down a column
         only the label changes, which shows what the label does."""

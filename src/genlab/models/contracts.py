@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
 
@@ -23,8 +23,17 @@ if TYPE_CHECKING:
     from genlab.data.spec import DataSpec
     from genlab.nets.decoding import DecodingBatch, DecodingSequence, Sampling
 
-#: A model's pictures: name -> (images in [0, 1], images per grid row).
-Grids = dict[str, tuple[torch.Tensor, int]]
+
+class Grid(NamedTuple):
+    """One picture: images in [0, 1], images per row, and a label per row where the rows are classes."""
+
+    images: torch.Tensor
+    nrow: int
+    row_labels: list[str] | None = None
+
+
+#: A model's pictures: name -> Grid, or (images in [0, 1], images per grid row).
+Grids = dict[str, Grid | tuple[torch.Tensor, int]]
 
 #: The sampler options an image generator's `sample` may take, beside `labels` (see `ConditionalModel`); the commands
 #: and the server offer an option only to a model whose `sample` names it.

@@ -18,7 +18,7 @@ from genlab.errors import ConfigError
 from genlab.metrics.likelihood import bits_per_dim
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
 from genlab.models.conditioning import ClassConditioning, Labels
-from genlab.models.contracts import ConditionalModel, Editor, ImageGenerator, Inpainter
+from genlab.models.contracts import ConditionalModel, Editor, Grid, Grids, ImageGenerator, Inpainter
 from genlab.models.diffusion_bound import negative_elbo
 from genlab.models.diffusion_paths import LinearPath, NoiseSchedule, Objective, ScheduleKind, estimates, noisy, target
 from genlab.models.diffusion_samplers import Sampler, SamplerName, make_sampler
@@ -349,7 +349,7 @@ class Diffusion(GenerativeModel, ImageGenerator, ConditionalModel, Inpainter, Ed
         steps: PositiveInt | None = None,
         sampler: SamplerName | None = None,
         guidance: GuidanceScale | None = None,
-    ) -> dict[str, tuple[torch.Tensor, int]]:
+    ) -> Grids:
         """Fixed-noise samples; the trajectory x_t of 8 of them (rows; columns from noise to image); images from
         spherical interpolations between 8 pairs of initial noises, by the objective's deterministic sampler.
 
@@ -380,8 +380,9 @@ class Diffusion(GenerativeModel, ImageGenerator, ConditionalModel, Inpainter, Ed
         deterministic = "euler" if self.objective == "flow" else "ddim"
         path = between.reshape(-1, *self.spec.shape)
         *_, interpolated = self.trajectory(path, steps, deterministic, None, path_classes, guidance)
+        rows = self.conditioning.row_labels() if self.conditioning.enabled else None
         return {
-            "samples": (self.to_images(x), 8),
-            "trajectory": (trajectory, len(chosen)),
+            "samples": Grid(self.to_images(x), 8, rows),
+            "trajectory": Grid(trajectory, len(chosen), rows),
             "interpolation": (self.to_images(interpolated), points),
         }

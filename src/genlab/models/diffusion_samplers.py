@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 
 from genlab.errors import ConfigError
+from genlab.interrupts import stop_if_requested
 from genlab.models.diffusion_paths import LinearPath, NoiseSchedule, Objective
 
 SamplerName = Literal["ddpm", "ddim", "euler"]
@@ -54,6 +55,7 @@ class DDIM:
     ) -> Iterator[torch.Tensor]:
         x = noise
         for t, u in pairwise(self.schedule.grid(steps)):
+            stop_if_requested()
             x = self.step(denoise, x, t, u, generator)
             yield x
 
@@ -84,6 +86,7 @@ class Euler:
     ) -> Iterator[torch.Tensor]:
         x = noise
         for t, u in pairwise(self.path.grid(steps)):
+            stop_if_requested()
             x = self.step(denoise, x, t, u, generator)
             yield x
 

@@ -15,7 +15,7 @@ from genlab.data.masks import check_images, check_mask, paste
 from genlab.data.spec import DataSpec
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
 from genlab.models.conditioning import ClassConditioning, Labels
-from genlab.models.contracts import ConditionalModel, Inpainter, LatentImageGenerator
+from genlab.models.contracts import ConditionalModel, Grid, Grids, Inpainter, LatentImageGenerator
 from genlab.models.ema import ema_copy
 from genlab.models.gan_losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 from genlab.models.images import SignedImageRange, slerp
@@ -286,21 +286,24 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter, Si
     # -- pictures ---------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def image_grids(
-        self, batch: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
-    ) -> dict[str, tuple[torch.Tensor, int]]:
+    def image_grids(self, batch: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None) -> Grids:
         """Fixed-noise samples and spherical interpolations between latent points, all from the EMA generator.
 
         A conditional GAN draws one row of samples per class (each column one noise vector, so only the label
         changes down a column) and interpolates row i within class i mod K; the data batch is not used.
         """
         pairs, steps = 8, 10
+        rows = None
         if self.conditioning.enabled:
             samples = self.generate(*self.conditioning.class_grid(self.noise(8, generator)))
+            rows = self.conditioning.row_labels()
             row_classes = torch.arange(pairs, device=self.device) % self.conditioning.num_classes
             path_labels = row_classes.repeat_interleave(steps)
         else:
             samples, path_labels = self.sample(64, generator), None
         z = self.noise(2 * pairs, generator)
         path = slerp(z[:pairs], z[pairs:], torch.linspace(0, 1, steps, device=self.device))
-        return {"samples": (samples, 8), "interpolation": (self.generate(path.flatten(0, 1), path_labels), steps)}
+        return {
+            "samples": Grid(samples, 8, rows),
+            "interpolation": (self.generate(path.flatten(0, 1), path_labels), steps),
+        }

@@ -17,6 +17,7 @@ from itertools import pairwise
 
 import torch
 
+from genlab.interrupts import stop_if_requested
 from genlab.models.diffusion_paths import LinearPath, NoiseSchedule
 from genlab.models.diffusion_samplers import Denoise, standard_normal
 
@@ -69,6 +70,7 @@ def repaint(
     visits = repaint_schedule(steps, jump_length, resamplings)
     x = standard_normal(known, generator)
     for here, there in pairwise(visits):
+        stop_if_requested()  # a signal stops a long completion within a step
         if there > here:  # a reverse step, then the known region at the new time
             u = times[there]
             x = torch.where(mask.bool(), noised(path, known, u, generator), step(denoise, x, times[here], u, generator))
@@ -92,5 +94,6 @@ def sdedit(
     first = steps - round(strength * steps)
     x = noised(path, x0, times[first], generator)
     for t, u in pairwise(times[first:]):
+        stop_if_requested()
         x = step(denoise, x, t, u, generator)
     return x

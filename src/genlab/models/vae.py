@@ -13,6 +13,7 @@ from torch import nn
 from genlab.data.masks import check_images, check_mask, paste
 from genlab.data.spec import DataSpec
 from genlab.errors import check
+from genlab.interrupts import stop_if_requested
 from genlab.metrics.active_units import ActiveUnits
 from genlab.metrics.likelihood import (
     bits_per_dim,
@@ -23,7 +24,7 @@ from genlab.metrics.likelihood import (
 )
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory, build_net
 from genlab.models.conditioning import ClassConditioning, Labels
-from genlab.models.contracts import ConditionalModel, Inpainter, LatentImageGenerator
+from genlab.models.contracts import ConditionalModel, Grid, Grids, Inpainter, LatentImageGenerator
 from genlab.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 #: Decoded images per chunk when drawing many importance samples, to bound memory.
@@ -139,6 +140,7 @@ class VAE(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter):
         per_chunk = max(1, IWAE_IMAGES_PER_CHUNK // len(x))
         log_weights = []
         for start in range(0, k, per_chunk):
+            stop_if_requested()
             samples = min(per_chunk, k - start)
             z = mu + torch.randn((samples, *mu.shape), device=mu.device) * torch.exp(0.5 * logvar)
             params = self.decode(z.flatten(0, 1), None if labels is None else labels.repeat(samples))
@@ -237,7 +239,7 @@ class VAE(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter):
     @torch.no_grad()
     def image_grids(
         self, batch: torch.Tensor | None, generator: torch.Generator, labels: torch.Tensor | None = None
-    ) -> dict[str, tuple[torch.Tensor, int]]:
+    ) -> Grids:
         """Reconstructions of `batch`, samples, and a linear path in latent space between the codes of pairs of its
         images (between prior draws when there is no batch: sampling needs no data).
 
@@ -255,7 +257,8 @@ class VAE(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter):
             pairs = min(pairs, len(x) // 2)
         if self.conditioning.enabled:
             z = torch.randn((8, self.latent_dim), generator=generator).to(self.device)
-            grids["samples"] = (self.mean_image(self.decode(*self.conditioning.class_grid(z))), 8)
+            images = self.mean_image(self.decode(*self.conditioning.class_grid(z)))
+            grids["samples"] = Grid(images, 8, self.conditioning.row_labels())
         else:
             grids["samples"] = (self.sample(64, generator), 8)
         if batch is None:

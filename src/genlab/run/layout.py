@@ -14,7 +14,8 @@ RUN/
   tensorboard/           the TensorBoard logger's event files (TENSORBOARD_DIR)
   csv/metrics.csv        the CSV logger's table (CSV_METRICS)
 ```
-A sweep folder holds one run folder per job and Hydra's multirun.yaml (MULTIRUN_FILE).
+A sweep folder holds one run folder per job and Hydra's multirun.yaml (MULTIRUN_FILE). Beside the runs folder,
+`latest` (LATEST, genlab.run.latest) links to the run that completed last: `genlab-eval run=outputs/train/latest`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ TENSORBOARD_DIR = "tensorboard"
 CSV_DIR = "csv"
 CSV_METRICS = Path(CSV_DIR) / "metrics.csv"
 MULTIRUN_FILE = "multirun.yaml"
+#: The folder of single runs (outputs/<task>/RUNS_DIR/<name>) and the link beside it to the last one completed.
+RUNS_DIR = "runs"
+LATEST = "latest"
 #: The Optuna sweeper's study (SQLite) in its sweep folder, unless hydra.sweeper.storage names another database.
 STUDY_FILE = "optuna.db"
 #: The names the configs read with `${run_folder:NAME}` (callbacks/default.yaml, logger/csv.yaml, logger/...).

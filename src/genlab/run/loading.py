@@ -20,7 +20,7 @@ from genlab.errors import ConfigError, check
 from genlab.run.checkpoint_io import MODEL_KEY, SPEC_KEY, read_checkpoint
 from genlab.run.checkpoints import find_checkpoint
 from genlab.run.config import apply_overrides, run_config
-from genlab.run.layout import MANIFEST_FILE, METRICS_FILE, check_run_dir
+from genlab.run.layout import CHECKPOINTS, MANIFEST_FILE, METRICS_FILE, check_run_dir
 from genlab.run.records import read_json
 from genlab.validation import validate_train_config
 
@@ -88,6 +88,23 @@ def check_device(device: str | torch.device) -> torch.device:
     return found
 
 
+def check_finished(run_dir: Path, ckpt: str) -> None:
+    """A run that failed or was interrupted is one line saying so, with its error, before its config is read again
+    (a config error would otherwise be repeated as if it were this command's). An interrupted run's last checkpoint
+    stays loadable with ckpt=last; a failed run without checkpoints has nothing to load."""
+    manifest = read_json(run_dir / MANIFEST_FILE) or {}
+    status, error = manifest.get("status"), manifest.get("error")
+    if status not in ("failed", "interrupted"):
+        return
+    checkpoints = any((run_dir / CHECKPOINTS).glob("*.ckpt"))
+    if ckpt != "best" and checkpoints:
+        return
+    said = f"run={run_dir} {status}" + (f" ({error})" if error else "")
+    if not checkpoints:
+        raise ConfigError(f"{said} before writing a checkpoint: nothing to load; start a new run")
+    raise ConfigError(f"{said}: no best was evaluated; continue it (genlab-train resume={run_dir}) or give ckpt=last")
+
+
 def load_run(
     run_dir: str | Path, ckpt: str = "best", device: str | torch.device = "cpu", overrides: Sequence[str] = ()
 ) -> LoadedRun:
@@ -97,6 +114,7 @@ def load_run(
     `model.eval_iwae_k=1000`) before the model is built. The checkpoint is read with `weights_only=True`.
     """
     run_dir = check_run_dir(run_dir)
+    check_finished(run_dir, ckpt)
     cfg = run_config(run_dir)
     apply_overrides(cfg, overrides)
     validate_train_config(cfg, INJECTED)  # the changed settings too, before anything is built

@@ -16,6 +16,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.errors import MachineError, Pruned, user_error_of
 from genlab.files import write_json_atomically
+from genlab.run.latest import point_latest_at
 from genlab.run.layout import MANIFEST_FILE
 from genlab.run.records import read_json
 
@@ -118,6 +119,7 @@ class Manifest:
                 self.end("failed", f"{type(error).__name__}: {error}")
             raise
         self.end("completed", None)
+        point_latest_at(self.path.parent)
 
     def end(self, status: str, error: str | None) -> None:
         """Record how the run (or this resume of it) ended."""

@@ -20,6 +20,7 @@ from genlab.run.config import apply_overrides, read_config, run_config
 from genlab.run.layout import CONFIG_FILE, MULTIRUN_FILE, check_run_dir
 from genlab.run.lock import busy_message, holder
 from genlab.settings import PositiveInt
+from genlab.threads import THREADS
 from genlab.validation import check_value
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ RESUMABLE: dict[str, Any] = {
     "callbacks.progress_bar": dict[str, Any] | None,
     "callbacks.samples.every_n_epochs": PositiveInt,
     "test": bool,
+    "threads": THREADS,
 }
 
 

@@ -20,7 +20,9 @@ import pytest
 EXTRAS: dict[str, tuple[str, ...]] = {
     "chem": ("rdkit", "fcd_torch", "selfies"),
     "music": ("music21",),
-    "serve": ("fastapi", "uvicorn"),
+    "serve": ("fastapi", "uvicorn", "multipart"),
+    "privacy": ("opacus",),
+    "hf": ("transformers", "peft", "datasets", "safetensors"),
 }
 #: How a program the tests drive is installed.
 PROGRAMS: dict[str, str] = {

@@ -93,6 +93,14 @@ class Hide(importlib.abc.MetaPathFinder):
         if name.partition(".")[0] in modules:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, Hide())
+# Libraries that ask for a package's metadata before importing it (torchmetrics asks for transformers) see none either.
+import importlib.metadata as metadata
+found = metadata.Distribution.from_name.__func__
+def from_name(cls, name):
+    if name.lower().replace("-", "_").removeprefix("python_") in modules:
+        raise metadata.PackageNotFoundError(name)
+    return found(cls, name)
+metadata.Distribution.from_name = classmethod(from_name)
 which = shutil.which
 shutil.which = lambda cmd, *a, **k: None if os.path.basename(cmd) in programs else which(cmd, *a, **k)
 import pytest

@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import QUIET_TRAIN, REPO, TINY_LM_NET
+from requires import extra_hint
 from test_run_folder import Folder, error_line
 
 import genlab
 from genlab.errors import ConfigError
 from genlab.validation import validate_train_config
 
+for module in ("transformers", "peft", "datasets", "safetensors"):
+    pytest.importorskip(module, reason=extra_hint("hf"))
 spec = importlib.util.spec_from_file_location("tiny_hf_model", REPO / "benchmarks" / "tiny_hf_model.py")
 tiny_hf_model = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(tiny_hf_model)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUIET_TRAIN, TINY_LM_NET, require_data, train_env
+from conftest import QUIET_TRAIN, TINY_LM_NET, train_env
 from inprocess import Result, call_entrypoint
+from requires import require_data
 
 from genlab.models.masked_diffusion import (
     MIN_TIME,

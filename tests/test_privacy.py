@@ -10,6 +10,9 @@ from types import SimpleNamespace
 import pytest
 from conftest import QUIET_TRAIN, TrainCall, run_dirs, train_env
 from inprocess import call_entrypoint
+from requires import extra_hint
+
+pytest.importorskip("opacus", reason=extra_hint("privacy"))
 from opacus.accountants import RDPAccountant
 
 #: The digits, 5 private steps per epoch, no FID (memorization in pixel space only).

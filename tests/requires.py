@@ -28,6 +28,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 PROGRAMS: dict[str, str] = {
     "chromium": "apt-get install chromium chromium-driver",
     "chromedriver": "apt-get install chromium chromium-driver",
+    **dict.fromkeys(("slurmctld", "slurmd", "munged"), "apt-get install slurm-wlm munge (and run the tests as root)"),
 }
 #: The real datasets, under GENLAB_DATA_DIR or the ../shared/data beside the checkout.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

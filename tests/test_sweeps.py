@@ -46,10 +46,11 @@ class Sweep:
     processes of their own (joblib, submitit) and DDP, whose workers re-run the command.
     """
 
-    def __init__(self, root: Path, *overrides: str, process: bool = False) -> None:
+    def __init__(self, root: Path, *overrides: str, process: bool = False, env: dict[str, str] | None = None) -> None:
         self.log_dir = root / "outputs"
         run = run_console_script if process else call_entrypoint
-        self.process = run("genlab-train", ["-m", *overrides], cwd=root, env=train_env(self.log_dir))
+        env = {**train_env(self.log_dir), **(env or {})}
+        self.process = run("genlab-train", ["-m", *overrides], cwd=root, env=env)
         given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweep.dir=")]
         sweeps = [Path(given[0])] if given else list((self.log_dir / "train" / "multiruns").glob("*"))
         assert len(sweeps) == 1, f"expected one sweep folder, got {sweeps}\n{self.process.stderr[-3000:]}"

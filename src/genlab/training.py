@@ -31,6 +31,7 @@ from genlab.interrupts import SIGTERM_STATUS, stop_on_sigterm
 from genlab.models.base import GenerativeModel
 from genlab.run.checkpoint_io import RunCheckpointIO, read_checkpoint
 from genlab.run.checkpoints import check_checkpoint_file
+from genlab.run.guard import requeued_by_slurm
 from genlab.run.layout import CHECKPOINTS, LAST, METRICS_FILE
 from genlab.run.loading import build_model
 from genlab.run.lock import run_lock
@@ -202,7 +203,8 @@ def run_job(cfg: DictConfig) -> float | None:
     """
     overrides = list(HydraConfig.get().overrides.task)
     run_dir = Path(cfg.paths.output_dir)
-    continued = cfg.get("resume") is True  # -m ... resume=true: the job's folder may hold its run already
+    # -m ... resume=true, or a sweep's job that SLURM started again: the job's folder may hold its run already
+    continued = cfg.get("resume") is True or (in_multirun() and requeued_by_slurm())
     if continued and held_run(run_dir) == "completed":
         return kept_job_value(run_dir)  # only read: not even its lock file is touched
     with stop_on_sigterm() as signals, writing(run_dir):
@@ -212,6 +214,8 @@ def run_job(cfg: DictConfig) -> float | None:
             # A job of a continued sweep resumes with its saved config as it is: that is the job's config.
             cfg = resumed_config(cfg.resume, [] if continued else overrides)
             manifest = Manifest.resumed(Path(cfg.paths.output_dir), cfg.seed, overrides)
+            if requeued_by_slurm():  # preempted or requeued: the same SLURM job, started again
+                manifest.content["resumes"][-1]["slurm_restart_count"] = int(os.environ["SLURM_RESTART_COUNT"])
         else:
             manifest = Manifest(Path(cfg.paths.output_dir), cfg.seed, overrides)
         use_one_wandb_run(cfg, manifest)

@@ -24,6 +24,13 @@ def process_rank() -> int:
     return 0
 
 
+def requeued_by_slurm() -> bool:
+    """Whether this is a SLURM job started again after preemption or `scontrol requeue` (its job id and folder are
+    the same as before: the run there continues)."""
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "")
+    return restarts.isdigit() and int(restarts) > 0
+
+
 class RefuseUsedFolders(Callback):
     """A new run (`hydra.run.dir=`) or sweep (`hydra.sweep.dir=`) pointed at a folder that already holds one stops
     before Hydra writes anything there: the old run stays byte for byte as it was. `resume=` continues a run in its

@@ -1,0 +1,104 @@
+"""The SLURM launcher (hydra/launcher=slurm, through submitit) against a real one-node cluster on this machine: a
+sweep runs as SLURM jobs, and a job requeued while it trains resumes in its own folder and ends as an unbroken run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import QUIET_TRAIN, train_env
+from inprocess import call_entrypoint, console_script
+from requires import requires_programs
+from slurm_cluster import slurm_cluster
+from test_sweeps import TINY_VAE, Sweep
+
+pytestmark = requires_programs("slurmctld", "slurmd", "munged")
+
+#: One CPU and no GPU per job, so the cluster's two CPUs run two jobs at once.
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.tasks_per_node=1",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
+]
+#: Long enough (30 epochs of 5 steps) for a requeue to land in the middle of training.
+LONG = [
+    "seed=1",
+    "trainer.max_epochs=30",
+    "trainer.limit_train_batches=5",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "metrics=none",
+    "callbacks.samples=null",
+    "model.eval_iwae_k=2",
+    *QUIET_TRAIN,
+]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> dict[str, str]:
+    with slurm_cluster(tmp_path_factory.mktemp("slurm")) as env:
+        yield env
+
+
+def slurm(cluster: dict[str, str], *command: str) -> str:
+    return subprocess.run(command, env={**train_env(Path("/nonexistent")), **cluster}, capture_output=True,
+                          text=True, check=True, timeout=30).stdout.strip()  # fmt: skip
+
+
+def wait_for(ready, what: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"{what} did not happen in {timeout} s"
+        time.sleep(0.5)
+
+
+def test_a_sweep_runs_as_slurm_jobs_and_compare_tables_it(cluster: dict[str, str], tmp_path: Path) -> None:
+    sweep = Sweep(tmp_path, *SLURM, "model.latent_dim=4,8", *TINY_VAE, process=True, env=cluster)
+    assert sweep.process.returncode == 0, sweep.process.stderr[-3000:]
+    assert [sweep.json(job, "manifest.json")["status"] for job in sweep.jobs] == ["completed", "completed"]
+    assert all("_submit.py" in sweep.json(job, "manifest.json")["command"] for job in sweep.jobs)
+    # One SLURM array job with a task per job of the sweep: submitit keeps each task's log (<array>_<task>_0_log.out).
+    logs = sorted((sweep.dir / ".submitit").glob("*/*_log.out"))
+    assert [log.name.split("_")[1] for log in logs] == ["0", "1"]
+    compared = call_entrypoint("genlab-compare", [str(sweep.dir)], cwd=tmp_path, env=train_env(tmp_path))
+    assert compared.returncode == 0, compared.stderr
+    assert "| best | model.latent_dim | n | failed | val/elbo |" in (sweep.dir / "comparison.md").read_text()
+
+
+def test_a_requeued_job_resumes_in_its_folder_and_ends_as_an_unbroken_run(
+    cluster: dict[str, str], tmp_path: Path, genlab_train
+) -> None:
+    sweep_dir = tmp_path / "sweep"
+    env = {**train_env(tmp_path / "outputs"), **cluster}
+    arguments = ["-m", *SLURM, f"hydra.sweep.dir={sweep_dir}", *LONG]
+    launcher = subprocess.Popen([console_script("genlab-train"), *arguments], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: (sweep_dir / "0" / "checkpoints" / "last.ckpt").is_file(), "a first last.ckpt")
+        (job,) = slurm(cluster, "squeue", "-h", "-o", "%i").split()
+        slurm(cluster, "scontrol", "requeue", job)  # as preemption does: SIGTERM, then the job is queued again
+        wait_for(lambda: slurm(cluster, "squeue", "-h", "-j", job, "-o", "%t") == "PD", "the requeue")
+        slurm(cluster, "scontrol", "update", f"JobId={job}", "StartTime=now")  # not SLURM's 2 minutes' wait
+        output, _ = launcher.communicate(timeout=300)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 0, output[-3000:]
+    manifest = json.loads((sweep_dir / "0" / "manifest.json").read_text())
+    assert manifest["status"] == "completed", manifest
+    assert [resume["previous_status"] for resume in manifest["resumes"]] == ["interrupted"]
+    assert manifest["resumes"][0]["slurm_restart_count"] == 1
+    requeued = json.loads((sweep_dir / "0" / "metrics.json").read_text())
+
+    unbroken = genlab_train(*LONG).check().metrics
+    assert requeued["global_step"] == unbroken["global_step"] == 150
+    # Not bit for bit: the requeue lands mid-epoch, and Lightning resumes an epoch's remaining batches in a fresh
+    # order (genlab.callbacks.run_state.CheckpointOnInterrupt), so the same steps see other batches of that epoch.
+    for name in ("val/elbo", "test/elbo", "test/nll_iwae"):
+        assert requeued[name] == pytest.approx(unbroken[name], rel=5e-3), name

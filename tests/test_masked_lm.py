@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import QUIET_TRAIN, TINY_LM_NET, train_env
 from inprocess import Result, call_entrypoint
-from requires import require_data
+from requires import extra_hint, require_data
 
 from genlab.models.masked_diffusion import (
     MIN_TIME,
@@ -221,5 +221,27 @@ def test_bad_settings_are_refused_with_one_line(folder: Folder, mdlm_run: Path) 
         assert len(lines) == 1 and message in lines[0], (setting, process.stderr[-2000:])
     sampled = folder.command("genlab-sample", f"run={mdlm_run}", "sampler=foo", "overwrite=true")
     assert sampled.returncode == 2 and "sampler=foo is not a masked LM's order" in sampled.stderr
-    served = folder.command("genlab-serve", f"run={mdlm_run}")
-    assert served.returncode == 2 and "token-by-token decoders" in served.stderr, served.stderr[-2000:]
+
+
+def test_genlab_serve_completes_prompts_with_a_masked_lm(folder: Folder, mdlm_run: Path) -> None:
+    """genlab-serve on a masked-LM run (uvicorn.run stood in for: the app it would serve is called in process)."""
+    pytest.importorskip("fastapi", reason=extra_hint("serve"))
+    from unittest import mock
+
+    from fastapi.testclient import TestClient
+
+    served: dict = {}
+    with mock.patch("uvicorn.run", lambda app, **options: served.update(app=app)):
+        started = folder.command("genlab-serve", f"run={mdlm_run}")
+    assert started.returncode == 0, started.stderr[-2000:]
+    body = {"prompt": "ROMEO:", "max_tokens": 12, "seed": 3, "n": 2}
+    with TestClient(served["app"]) as client:
+        first, again = (client.post("/v1/completions", json=body) for _ in range(2))
+        streamed = client.post("/v1/completions", json={**body, "stream": True})
+        refused = client.post("/v1/completions", json={**body, "max_tokens": 0})
+    assert first.status_code == 200, first.text
+    texts = [choice["text"] for choice in first.json()["choices"]]
+    assert len(texts) == 2 and all(texts) and first.json()["choices"] == again.json()["choices"]  # same seed
+    assert first.json()["usage"]["completion_tokens"] == 24
+    assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")
+    assert refused.status_code == 400 and refused.json()["error"]["message"]

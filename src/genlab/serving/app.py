@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 
 import genlab
 from genlab.errors import GenlabError, check
-from genlab.models.contracts import ImageGenerator, IncrementalDecoder, Inpainter, contracts_of
+from genlab.models.contracts import ImageGenerator, IncrementalDecoder, Inpainter, SequenceGenerator, contracts_of
 from genlab.run.loading import LoadedRun
 from genlab.serving.batching import ModelThread, Reply
 from genlab.serving.edits import add_edits_route
@@ -42,7 +42,7 @@ from genlab.serving.schemas import (
     images_request_model,
 )
 from genlab.serving.settings import ServeSettings
-from genlab.serving.text import CompletionJob, TextEngine
+from genlab.serving.text import CompletionJob, TextEngine, WholeTextEngine
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 413, 500, 503, 504)}
 
@@ -56,13 +56,19 @@ def create_app(run: LoadedRun, settings: ServeSettings) -> FastAPI:
     model = run.model
     name = settings.model_name or run.dir.name
     batching = (settings.max_batch_size, settings.batch_timeout, settings.batch_invariant)
-    is_text = isinstance(model, IncrementalDecoder)
+    is_text = isinstance(model, (IncrementalDecoder, SequenceGenerator))
     check(
         is_text or isinstance(model, ImageGenerator),
-        f"genlab-serve serves image generators and token-by-token decoders; {type(model).__name__} declares "
+        f"genlab-serve serves image and text generators; {type(model).__name__} declares "
         f"{', '.join(contracts_of(model)) or 'no contract'} (genlab.models.contracts)",
     )
-    engine: ModelThread = TextEngine(model, *batching) if is_text else ImageEngine(model, *batching)
+    engine: ModelThread
+    if isinstance(model, IncrementalDecoder):  # continuous batching, token by token
+        engine = TextEngine(model, *batching)
+    elif is_text:  # whole completions (a masked LM)
+        engine = WholeTextEngine(model, settings.max_batch_size, settings.batch_timeout)
+    else:
+        engine = ImageEngine(model, *batching)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -181,7 +187,7 @@ def sse(data: dict[str, Any] | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
-def add_completions_route(app: FastAPI, engine: TextEngine, request_model: type, name: str) -> None:
+def add_completions_route(app: FastAPI, engine: TextEngine | WholeTextEngine, request_model: type, name: str) -> None:
     model = engine.model
 
     @app.post(

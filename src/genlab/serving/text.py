@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from genlab.errors import GenlabError
-from genlab.models.contracts import IncrementalDecoder
+from genlab.models.contracts import IncrementalDecoder, SequenceGenerator
 from genlab.serving.batching import ModelThread, Reply, log
 
 #: Characters that stand for an incomplete UTF-8 sequence when byte-level tokens are decoded one at a time.
@@ -220,3 +220,47 @@ class TextEngine(ModelThread[CompletionJob]):
             log.exception("the model failed on a request", exc_info=exc)
         job.cancelled = True
         job.reply.send(exc)
+
+
+class WholeTextEngine(ModelThread[CompletionJob]):
+    """For text models that draw a completion whole rather than token by token (a masked LM unmasks its window in
+    steps): one request at a time, each completion generated whole and sent in one piece (also when streaming)."""
+
+    def __init__(self, model: SequenceGenerator, max_batch_size: int, batch_timeout: float) -> None:
+        super().__init__("genlab-serve text", max_batch_size, batch_timeout)
+        self.model = model
+
+    def serve_forever(self) -> None:
+        while not self.stopping:
+            job = self.next_job(None)
+            if job is None or job.cancelled:
+                continue
+            try:
+                self.complete(job)
+            except Exception as exc:
+                if not isinstance(exc, GenlabError):
+                    log.exception("the model failed on a request", exc_info=exc)
+                job.reply.send(exc)
+
+    def complete(self, job: CompletionJob) -> None:
+        decode = self.model.tokenizer.decode
+        for p, prompt in enumerate(job.prompts):
+            for index in range(p * job.n, (p + 1) * job.n):
+                if job.cancelled:
+                    return
+                generator = torch.Generator(device=self.model.device).manual_seed(job.seed + index)
+                text = self.model.generate_text(
+                    decode(prompt), job.max_tokens, job.temperature, job.top_k, job.top_p, generator
+                )
+                shown, stopped = visible_text(text, job.stop, finished=True)
+                job.reply.send(("text", index, shown))
+                job.reply.send(("finish", index, "stop" if stopped else "length"))
+                self.stats.record(1, 1)
+        prompt_tokens = sum(len(prompt) for prompt in job.prompts)
+        completion_tokens = job.max_tokens * job.rows
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        job.reply.send(("done", usage, 1))

@@ -25,6 +25,17 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, as an interruption: the manifest says `interrupted`, Lightning saves `last.ckpt` on its way out."""
 
 
+def interrupted_by(exc: BaseException) -> bool:
+    """Whether `exc` is an interruption, or what a library raised while an interruption unwound through it (a signal
+    raised inside OmegaConf's or Hydra's clean-up can surface as their own error, with the interruption as context)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (KeyboardInterrupt, SystemExit)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 @dataclass
 class Signals:
     terminated: int = 0

@@ -27,7 +27,7 @@ from genlab.checks import check_config, check_validation_is_on_for, evaluated_sp
 from genlab.config import judged_by
 from genlab.console import print_metrics
 from genlab.errors import MachineError, user_error_of
-from genlab.interrupts import SIGTERM_STATUS, stop_on_sigterm
+from genlab.interrupts import SIGTERM_STATUS, interrupted_by, stop_on_sigterm
 from genlab.models.base import GenerativeModel
 from genlab.run.checkpoint_io import RunCheckpointIO, read_checkpoint
 from genlab.run.checkpoints import check_checkpoint_file
@@ -224,8 +224,10 @@ def run_job(cfg: DictConfig) -> float | None:
         try:
             with manifest.track():
                 return train(cfg)
-        except (KeyboardInterrupt, SystemExit):
-            if signals.terminated:  # Lightning ends a fit stopped by SIGTERM with status 0, by Ctrl-C with 1
+        except BaseException as exc:
+            # Lightning ends a fit stopped by SIGTERM with status 0, by Ctrl-C with 1; a signal that landed inside a
+            # library's clean-up may surface as that library's error
+            if signals.terminated and interrupted_by(exc):
                 sys.exit(SIGTERM_STATUS)
             raise
 

@@ -16,6 +16,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.errors import MachineError, Pruned, user_error_of
 from genlab.files import write_json_atomically
+from genlab.interrupts import interrupted_by
 from genlab.run.latest import point_latest_at
 from genlab.run.layout import MANIFEST_FILE
 from genlab.run.records import read_json
@@ -114,6 +115,9 @@ class Manifest:
             self.end("pruned", str(exc))
             raise
         except BaseException as exc:
+            if interrupted_by(exc):  # a library's own error raised while the interruption unwound through it
+                self.end("interrupted", None)
+                raise
             error = user_error_of(exc) or exc
             with suppress(MachineError):  # a full or read-only disk: the run's own error says so, not this one
                 self.end("failed", f"{type(error).__name__}: {error}")

@@ -146,7 +146,8 @@ def test_a_model_that_declares_neither_serving_contract_is_refused_in_one_line(t
         def sample(self, n: int, generator=None) -> torch.Tensor:
             return torch.zeros(n, 1, 2, 2)
 
-    with pytest.raises(ConfigError, match=r"^genlab-serve serves image generators .*Undeclared declares no contract"):
+    refusal = r"^genlab-serve serves image and text generators; Undeclared declares no contract"
+    with pytest.raises(ConfigError, match=refusal):
         create_app(stand_in_run(tmp_path, Undeclared()), ServeSettings())
 
 

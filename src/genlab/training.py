@@ -56,9 +56,15 @@ def instantiate_each(name: str, group: DictConfig | None) -> list[Any]:
     return [build(f"{name}.{key}", entry) for key, entry in group.items() if entry is not None and "_target_" in entry]
 
 
+def chosen_callback(cfg: DictConfig, group: str) -> list[pl.Callback]:
+    """The callback a group's option builds (`metrics=sample_quality`, `privacy=dp`), or none (`metrics=none`)."""
+    node = cfg.get(group)
+    return [build(group, node)] if node and "_target_" in node else []
+
+
 def metric_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     """The configured sample-quality metrics (`metrics=none` disables them), for training and genlab-eval."""
-    return [build("metrics", cfg.metrics)] if cfg.get("metrics") and "_target_" in cfg.metrics else []
+    return chosen_callback(cfg, "metrics")
 
 
 #: Callbacks of the `callbacks` group that measure the trained model at test: genlab-eval runs them again.
@@ -75,7 +81,7 @@ def evaluation_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 
 def privacy_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     """Differentially private training (`privacy=dp`), or nothing (`privacy=none`)."""
-    return [build("privacy", cfg.privacy)] if cfg.get("privacy") and "_target_" in cfg.privacy else []
+    return chosen_callback(cfg, "privacy")
 
 
 def summaries_of(callbacks: list[pl.Callback]) -> dict[str, Any]:

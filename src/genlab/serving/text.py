@@ -117,7 +117,7 @@ class TextEngine(ModelThread[CompletionJob]):
             try:
                 self.prefill(job)
             except Exception as exc:
-                self.fail(job, exc)
+                fail(job, exc)
                 continue
             self.report(job)
             if not self.finished(job):  # max_tokens=1 or a stop sequence in the first token: done already
@@ -162,7 +162,7 @@ class TextEngine(ModelThread[CompletionJob]):
                 batch.step()
             except Exception as exc:  # a failure of the pass itself (not of one request's input): its requests fail
                 for job in jobs:
-                    self.fail(job, exc)
+                    fail(job, exc)
                 continue
             self.stats.record(len(jobs), len(members))
             for job in jobs:
@@ -206,20 +206,25 @@ class TextEngine(ModelThread[CompletionJob]):
                 choice.finish_reason = "stop" if stopped else "length"
                 job.reply.send(("finish", choice.index, choice.finish_reason))
         if self.finished(job):
-            prompt_tokens = sum(len(prompt) for prompt in job.prompts)
-            completion_tokens = sum(c.tokens for c in job.choices)
-            usage = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            }
-            job.reply.send(("done", usage, job.shared_with))
+            job.reply.send(("done", usage(job, sum(c.tokens for c in job.choices)), job.shared_with))
 
-    def fail(self, job: CompletionJob, exc: Exception) -> None:
-        if not isinstance(exc, GenlabError):
-            log.exception("the model failed on a request", exc_info=exc)
-        job.cancelled = True
-        job.reply.send(exc)
+
+def usage(job: CompletionJob, completion_tokens: int) -> dict[str, int]:
+    """The OpenAI API's token counts of a finished request."""
+    prompt_tokens = sum(len(prompt) for prompt in job.prompts)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def fail(job: CompletionJob, exc: Exception) -> None:
+    """End a request with its error (a genlab error is the user's: its 4xx says why; anything else is logged)."""
+    if not isinstance(exc, GenlabError):
+        log.exception("the model failed on a request", exc_info=exc)
+    job.cancelled = True
+    job.reply.send(exc)
 
 
 class WholeTextEngine(ModelThread[CompletionJob]):
@@ -238,9 +243,7 @@ class WholeTextEngine(ModelThread[CompletionJob]):
             try:
                 self.complete(job)
             except Exception as exc:
-                if not isinstance(exc, GenlabError):
-                    log.exception("the model failed on a request", exc_info=exc)
-                job.reply.send(exc)
+                fail(job, exc)
 
     def complete(self, job: CompletionJob) -> None:
         decode = self.model.tokenizer.decode
@@ -256,11 +259,4 @@ class WholeTextEngine(ModelThread[CompletionJob]):
                 job.reply.send(("text", index, shown))
                 job.reply.send(("finish", index, "stop" if stopped else "length"))
                 self.stats.record(1, 1)
-        prompt_tokens = sum(len(prompt) for prompt in job.prompts)
-        completion_tokens = job.max_tokens * job.rows
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-        job.reply.send(("done", usage, 1))
+        job.reply.send(("done", usage(job, job.max_tokens * job.rows), 1))

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from genlab.errors import ConfigError
-from genlab.run.layout import MANIFEST_FILE, STUDY_FILE
-from genlab.run.records import read_json
+from genlab.run.layout import STUDY_FILE
 from genlab.sweeper.space import as_override, search_space
+from genlab.sweeps import job_record
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,7 @@ def trial_overrides(trial: Any, fixed: list[str], storage: str, study_name: str)
 
 def outcome(job_return: Any) -> tuple[str, float | None]:
     """(state, value) of one finished job: from its manifest, since a failed or pruned run returns no metric."""
-    output_dir = Path(job_return.hydra_cfg.hydra.runtime.output_dir)
-    status = (read_json(output_dir / MANIFEST_FILE) or {}).get("status")
+    status = job_record(Path(job_return.hydra_cfg.hydra.runtime.output_dir))["status"]
     if status == "pruned":
         return "pruned", None
     if status != "completed":

@@ -4,6 +4,7 @@ sweep runs as SLURM jobs, and a job requeued while it trains resumes in its own 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -102,3 +103,17 @@ def test_a_requeued_job_resumes_in_its_folder_and_ends_as_an_unbroken_run(
     # order (genlab.callbacks.run_state.CheckpointOnInterrupt), so the same steps see other batches of that epoch.
     for name in ("val/elbo", "test/elbo", "test/nll_iwae"):
         assert requeued[name] == pytest.approx(unbroken[name], rel=5e-3), name
+
+
+def test_a_job_of_two_slurm_tasks_trains_ddp_into_one_run_folder(cluster: dict[str, str], tmp_path: Path) -> None:
+    # srun starts the job's two tasks; Lightning reads their ranks from SLURM (SLURM_PROCID) and joins them (gloo).
+    two_tasks = [*SLURM, "hydra.launcher.tasks_per_node=2", "trainer=ddp_sim", "trainer.devices=2"]
+    sweep = Sweep(tmp_path, *two_tasks, "seed=2", *TINY_VAE, process=True, env=cluster)
+    assert sweep.process.returncode == 0, sweep.process.stderr[-3000:]
+    (job,) = sweep.jobs
+    assert sweep.json(job, "manifest.json")["status"] == "completed"
+    assert sweep.json(job, "metrics.json")["global_step"] > 0
+    # (job,) above: one run folder; each task's log says it was one of the two members of one process group.
+    logs = sorted((sweep.dir / ".submitit").glob("*/*_log.out"))
+    members = [re.search(r"GLOBAL_RANK: (\d), MEMBER: (\d)/(\d)", log.read_text()).groups() for log in logs]
+    assert members == [("0", "1", "2"), ("1", "2", "2")]

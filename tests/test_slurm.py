@@ -14,6 +14,7 @@ from conftest import QUIET_TRAIN, train_env
 from inprocess import call_entrypoint, console_script
 from requires import requires_programs
 from slurm_cluster import slurm_cluster
+from test_optuna_sweeper import EPOCHS, states, study_of
 from test_sweeps import TINY_VAE, Sweep
 
 pytestmark = requires_programs("slurmctld", "slurmd", "munged")
@@ -117,3 +118,21 @@ def test_a_job_of_two_slurm_tasks_trains_ddp_into_one_run_folder(cluster: dict[s
     logs = sorted((sweep.dir / ".submitit").glob("*/*_log.out"))
     members = [re.search(r"GLOBAL_RANK: (\d), MEMBER: (\d)/(\d)", log.read_text()).groups() for log in logs]
     assert members == [("0", "1", "2"), ("1", "2", "2")]
+
+
+def test_an_optuna_study_runs_its_trials_as_slurm_jobs_sharing_its_storage(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    # Two trials at once, each a SLURM job that reports its validations to the study's SQLite file in the sweep folder.
+    study = ["hparams_search=vae_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", *EPOCHS]
+    sweep = Sweep(tmp_path, *SLURM, *study, *TINY_VAE, process=True, env=cluster)
+    assert sweep.process.returncode == 0, sweep.process.stderr[-3000:]
+    trials = study_of(sweep.dir).trials
+    assert states(study_of(sweep.dir)) == ["COMPLETE"] * 3
+    assert [job.name for job in sweep.jobs] == ["0", "1", "2"]
+    for trial, job in zip(trials, sweep.jobs, strict=True):
+        metrics = sweep.json(job, "metrics.json")
+        assert trial.value == pytest.approx(metrics["val/elbo"])
+        # Written by the job on the SLURM node: one report per validation, at its global step.
+        assert sorted(trial.intermediate_values) == [metrics["global_step"] // 2, metrics["global_step"]]
+    assert len(list((sweep.dir / ".submitit").glob("*/*_log.out"))) == 3  # one SLURM job per trial

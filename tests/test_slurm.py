@@ -4,7 +4,9 @@ sweep runs as SLURM jobs, and a job requeued while it trains resumes in its own 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +16,7 @@ from conftest import QUIET_TRAIN, train_env
 from inprocess import call_entrypoint, console_script
 from requires import requires_programs
 from slurm_cluster import slurm_cluster
+from test_dead_jobs import status
 from test_optuna_sweeper import EPOCHS, states, study_of
 from test_sweeps import TINY_VAE, Sweep
 
@@ -52,6 +55,21 @@ def cluster(tmp_path_factory) -> dict[str, str]:
 def slurm(cluster: dict[str, str], *command: str) -> str:
     return subprocess.run(command, env={**train_env(Path("/nonexistent")), **cluster}, capture_output=True,
                           text=True, check=True, timeout=30).stdout.strip()  # fmt: skip
+
+
+def job_process(sweep_dir: Path) -> int:
+    """The one running SLURM task of the sweep: its Python process (submitit's `_submit` of its folder)."""
+    (pid,) = [int(proc.name) for proc in Path("/proc").iterdir() if proc.name.isdigit() and is_task(proc, sweep_dir)]
+    return pid
+
+
+def is_task(proc: Path, sweep_dir: Path) -> bool:
+    try:
+        command = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:  # it ended meanwhile
+        return False
+    python = Path(command[0]).name.startswith("python")  # not the srun that started it
+    return python and "submitit.core._submit" in command and any(str(sweep_dir) in part for part in command)
 
 
 def wait_for(ready, what: str, timeout: float = 180) -> None:
@@ -136,3 +154,36 @@ def test_an_optuna_study_runs_its_trials_as_slurm_jobs_sharing_its_storage(
         # Written by the job on the SLURM node: one report per validation, at its global step.
         assert sorted(trial.intermediate_values) == [metrics["global_step"] // 2, metrics["global_step"]]
     assert len(list((sweep.dir / ".submitit").glob("*/*_log.out"))) == 3  # one SLURM job per trial
+
+
+def test_a_job_killed_on_its_node_is_a_failed_job_and_the_sweep_goes_on(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    sweep_dir = tmp_path / "sweep"
+    # Job 0 trains until it is killed; job 1 ends at once.
+    arguments = ["-m", *SLURM, f"hydra.sweep.dir={sweep_dir}", *TINY_VAE, "trainer.max_epochs=100,1"]
+    launcher = subprocess.Popen([console_script("genlab-train"), *arguments], cwd=tmp_path,
+                                env={**train_env(tmp_path / "outputs"), **cluster}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+
+        def only_job_0_runs() -> bool:
+            return (
+                (sweep_dir / "0" / "checkpoints").is_dir()
+                and status(sweep_dir / "1") == "completed"
+                and len(slurm(cluster, "squeue", "-h", "-o", "%i").split()) == 1
+            )
+
+        wait_for(only_job_0_runs, "job 1's end while job 0 trains")
+        (job,) = slurm(cluster, "squeue", "-h", "-o", "%i").split()
+        os.kill(job_process(sweep_dir), signal.SIGKILL)  # as the kernel's out-of-memory killer does
+        stdout, stderr = launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 1, stderr[-3000:]  # the sweep ends, and says that a job failed
+    manifest = json.loads((sweep_dir / "0" / "manifest.json").read_text())
+    assert manifest["status"] == "failed", manifest
+    assert manifest["error"].startswith(f"SLURM job {job} ended FAILED without a result"), manifest["error"]
+    summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert [run["status"] for run in summary["runs"]] == ["failed", "completed"]
+    assert "1 of 2 jobs completed" in stdout

@@ -8,8 +8,10 @@ upstream modules are imported inside the functions, because light modules (genla
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -136,3 +138,43 @@ def optuna_trial(study: Any, number: int) -> Any:
 
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     return Trial(study, trial_id)
+
+
+def slurm_job_state(job_id: str) -> str | None:
+    """A job's state as slurmctld tells it (`scontrol show job`, for some minutes after the job ended), or None."""
+    try:
+        shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"\bJobState=(\w+)", shown.stdout)
+    return found.group(1) if found else None
+
+
+@contextmanager
+def submitit_results_of_dead_jobs(replacement: Callable[[Any, Exception], list]) -> Iterator[None]:
+    """Within the block, submitit's `Job.results()` of a job that left no result (killed, out of memory, its node
+    lost) is `replacement(job, error)` instead of UncompletedJobError: Hydra's submitit launcher collects a sweep's
+    results with it, so the first such job would end the whole sweep. And where the cluster keeps no accounting
+    (`sacct` fails), a job's state comes from slurmctld instead of staying UNKNOWN, which submitit waits on forever
+    once the job died without a result."""
+    from submitit.core.core import Job
+    from submitit.core.utils import UncompletedJobError
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    original_results, original_state = Job.results, SlurmInfoWatcher.get_state
+
+    def results(job: Any) -> list:
+        try:
+            return original_results(job)
+        except UncompletedJobError as error:
+            return replacement(job, error)
+
+    def get_state(watcher: Any, job_id: str, mode: str = "standard") -> str:
+        state = original_state(watcher, job_id, mode)
+        return (slurm_job_state(job_id) or state) if state == "UNKNOWN" else state
+
+    Job.results, SlurmInfoWatcher.get_state = results, get_state
+    try:
+        yield
+    finally:
+        Job.results, SlurmInfoWatcher.get_state = original_results, original_state

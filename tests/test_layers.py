@@ -39,7 +39,16 @@ LAYERS: list[tuple[str, ...]] = [
     ("genlab.run.loading",),  # a run folder back as a model: builds what the layers below define
     ("genlab.callbacks",),
     ("genlab.serving", "genlab.exporting"),  # what a loaded run is served or exported as
-    ("genlab.training", "genlab.sweeps", "genlab.sweeper", "genlab.comparison", "genlab.preflight"),  # the job
+    # the job, and how the jobs of a sweep are launched
+    (
+        "genlab.training",
+        "genlab.sweeps",
+        "genlab.sweeper",
+        "genlab.dead_jobs",
+        "genlab.local_processes",
+        "genlab.comparison",
+        "genlab.preflight",
+    ),
     ("genlab.commands",),
     ("genlab.train", "genlab.eval", "genlab.sample", "genlab.serve", "genlab.compare", "genlab.export"),  # entrypoints
 ]

@@ -95,18 +95,51 @@ def test_a_study_that_died_is_continued_pruned_and_kept(tmp_path: Path) -> None:
     assert summary["jobs"] == 4 and summary["failed"] == 0
 
 
+def test_a_study_of_two_objectives_tells_each_trial_both_metrics(tmp_path: Path) -> None:
+    objectives = ["hydra.sweeper.metrics=[val/elbo,val/kl]", "hydra.sweeper.directions=[minimize,maximize]"]
+    sweep = Sweep(tmp_path, "hparams_search=vae_optuna", "hydra/sweeper/sampler=nsgaii", *objectives,
+                  "hydra.sweeper.n_trials=2", *TINY_VAE)  # fmt: skip
+    assert sweep.process.returncode == 0, sweep.process.stderr[-3000:]
+    study = study_of(sweep.dir)
+    assert [direction.name for direction in study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    for trial, job in zip(study.trials, sweep.jobs, strict=True):
+        metrics = sweep.json(job, "metrics.json")
+        assert trial.values == pytest.approx([metrics["val/elbo"], metrics["val/kl"]])
+        assert trial.intermediate_values == {}  # Optuna neither reports nor prunes a study of several objectives
+    front = yaml.safe_load((sweep.dir / "optimization_results.yaml").read_text())["best_trials"]
+    assert sorted(trial["number"] for trial in front) == sorted(trial.number for trial in study.best_trials)
+    assert all(len(trial["values"]) == 2 for trial in front)
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ("hydra.sweeper.direction=sideways", "hydra.sweeper.direction='sideways': give minimize or maximize"),
+        (
+            "hydra.sweeper.direction=sideways",
+            "hydra.sweeper.direction: 'sideways' is not a direction: give minimize or maximize",
+        ),
         (
             "hydra.sweeper.params=null",
             "the Optuna sweep has nothing to search: give hydra.sweeper.params or a sweep override",
         ),
+        (
+            "hydra.sweeper.metrics=[val/elbo,val/kl]",
+            "hydra.sweeper.metrics=['val/elbo', 'val/kl'] needs one direction each in hydra.sweeper.directions "
+            "(got [])",
+        ),
+        (
+            "hydra.sweeper.metrics=[val/elbo,val/kl] hydra.sweeper.directions=[minimize,up]",
+            "hydra.sweeper.directions: 'up' is not a direction: give minimize or maximize",
+        ),
+        (
+            "hydra.sweeper.metrics=[val/elbo,val/kl] hydra.sweeper.directions=[minimize,maximize] "
+            "hydra/sweeper/pruner=median",
+            "Optuna prunes studies of one objective only: drop hydra/sweeper/pruner or the metrics",
+        ),
     ],
 )
 def test_bad_sweeper_settings_are_one_line(tmp_path: Path, setting: str, message: str) -> None:
-    sweep = Sweep(tmp_path, "hparams_search=vae_optuna", setting, *TINY_VAE)
+    sweep = Sweep(tmp_path, "hparams_search=vae_optuna", *setting.split(), *TINY_VAE)
     assert sweep.process.returncode == 2
     assert sweep.process.stderr.strip().splitlines()[-1] == f"genlab-train: error: {message}"
     assert sweep.jobs == []

@@ -40,7 +40,7 @@ class OptunaPruning(pl.Callback):
 def pruning_callbacks(cfg: Any, monitor: str) -> list[pl.Callback]:
     """The pruning callback of a job of genlab's Optuna sweeper (none for any other run)."""
     trial = cfg.get("optuna") or {}
-    if trial.get("trial") is None:
-        return []
+    if trial.get("trial") is None or (HydraConfig.initialized() and HydraConfig.get().sweeper.get("metrics")):
+        return []  # not a trial, or one of a study of several objectives (which Optuna neither reports nor prunes)
     pruner = instantiate(HydraConfig.get().sweeper.pruner) if HydraConfig.initialized() else None
     return [OptunaPruning(trial.storage, trial.study, int(trial.trial), monitor, pruner)]

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from genlab.errors import ConfigError
-from genlab.run.layout import STUDY_FILE
+from genlab.run.layout import METRICS_FILE, STUDY_FILE
+from genlab.run.records import read_json
 from genlab.sweeper.space import as_override, search_space
 from genlab.sweeps import job_record
 
@@ -42,28 +43,47 @@ class StudySettings:
     sampler: Any
     pruner: Any
     params: dict[str, str] | None
+    #: Several objectives (NSGA-II's kind of study): the metrics of each job's metrics.json, one direction each.
+    metrics: list[str] | None = None
+    directions: list[str] | None = None
+
+    def objectives(self) -> list[str]:
+        """The study's directions, checked: one per metric when `metrics` is given, else `direction`."""
+        directions = [self.direction] if self.metrics is None else list(self.directions or [])
+        if self.metrics is not None and (not self.metrics or len(directions) != len(self.metrics)):
+            raise ConfigError(
+                f"hydra.sweeper.metrics={list(self.metrics)} needs one direction each in hydra.sweeper.directions "
+                f"(got {directions})"
+            )
+        for direction in directions:
+            if direction not in ("minimize", "maximize"):
+                key = "directions" if self.metrics is not None else "direction"
+                raise ConfigError(f"hydra.sweeper.{key}: {direction!r} is not a direction: give minimize or maximize")
+        return directions
 
 
 def open_study(settings: StudySettings, sweep_dir: Path) -> Any:
     import optuna
 
-    if settings.direction not in ("minimize", "maximize"):
-        raise ConfigError(f"hydra.sweeper.direction={settings.direction!r}: give minimize or maximize")
+    directions = settings.objectives()
     if settings.n_trials < 1 or settings.n_jobs < 1:
         raise ConfigError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs must be at least 1")
+    if len(directions) > 1 and not isinstance(settings.pruner, optuna.pruners.NopPruner):
+        raise ConfigError("Optuna prunes studies of one objective only: drop hydra/sweeper/pruner or the metrics")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
         study_name=settings.study_name,
         storage=settings.storage or default_storage(sweep_dir),
         sampler=settings.sampler,
         pruner=settings.pruner,
-        direction=settings.direction,
+        directions=directions,
         load_if_exists=True,
     )
-    if study.direction.name.lower() != settings.direction:
+    made = [direction.name.lower() for direction in study.directions]
+    if made != directions:
         raise ConfigError(
             f"the study {settings.study_name!r} in {settings.storage or sweep_dir / STUDY_FILE} was made to "
-            f"{study.direction.name.lower()}, not to {settings.direction}; give another hydra.sweeper.study_name"
+            f"{' and '.join(made)}, not to {' and '.join(directions)}; give another hydra.sweeper.study_name"
         )
     return study
 
@@ -97,18 +117,35 @@ def trial_overrides(trial: Any, fixed: list[str], storage: str, study_name: str)
     ]
 
 
-def outcome(job_return: Any) -> tuple[str, float | None]:
-    """(state, value) of one finished job: from its manifest, since a failed or pruned run returns no metric."""
-    status = job_record(Path(job_return.hydra_cfg.hydra.runtime.output_dir))["status"]
+def outcome(job_return: Any, metrics: list[str] | None = None) -> tuple[str, float | list[float] | None]:
+    """(state, value) of one finished job: from its manifest, since a failed or pruned run returns no metric; with
+    several `metrics`, their values in the job's metrics.json."""
+    job_dir = Path(job_return.hydra_cfg.hydra.runtime.output_dir)
+    status = job_record(job_dir)["status"]
     if status == "pruned":
         return "pruned", None
     if status != "completed":
         return "fail", None
+    if metrics is not None:
+        return objective_values(job_dir, metrics)
     try:
         value = job_return.return_value
     except Exception:  # the job raised past genlab's own handling
         return "fail", None
     return ("complete", float(value)) if value is not None and math.isfinite(value) else ("fail", None)
+
+
+def objective_values(job_dir: Path, metrics: list[str]) -> tuple[str, list[float] | None]:
+    """A completed job's values of the study's metrics; a metric it lacks (or not finite) fails the trial."""
+    written = read_json(job_dir / METRICS_FILE) or {}
+    values = [written.get(metric) for metric in metrics]
+    missing = [
+        m for m, v in zip(metrics, values, strict=True) if not isinstance(v, (int, float)) or not math.isfinite(v)
+    ]
+    if missing:
+        log.warning("job %s has no finite %s in its metrics.json: its trial is told failed", job_dir.name, missing[0])
+        return "fail", None
+    return "complete", [float(value) for value in values]
 
 
 def exhausted(study: Any) -> bool:
@@ -117,10 +154,10 @@ def exhausted(study: Any) -> bool:
     return bool(is_exhausted and is_exhausted(study))
 
 
-def tell(study: Any, trial: Any, job_return: Any) -> None:
+def tell(study: Any, trial: Any, job_return: Any, metrics: list[str] | None = None) -> None:
     from optuna.trial import TrialState
 
-    state, value = outcome(job_return)
+    state, value = outcome(job_return, metrics)
     try:
         if state == "complete":
             study.tell(trial, value)
@@ -156,7 +193,7 @@ def run_study(settings: StudySettings, sweep_dir: Path, arguments: list[str], la
         for group in consecutive(trials):
             overrides = [trial_overrides(t, fixed, storage, settings.study_name) for t in group]
             for trial, job_return in zip(group, launch(overrides, group[0].number), strict=True):
-                tell(study, trial, job_return)
+                tell(study, trial, job_return, settings.metrics)
     return study
 
 
@@ -166,5 +203,9 @@ def best_summary(study: Any) -> dict[str, Any]:
 
     states = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
     completed = states.get("complete", 0)
-    best = {"best_params": study.best_params, "best_value": study.best_value} if completed else {}
+    if len(study.directions) > 1:  # no one best trial: the Pareto front
+        front = [{"number": t.number, "params": t.params, "values": t.values} for t in study.best_trials]
+        best = {"best_trials": front} if completed else {}
+    else:
+        best = {"best_params": study.best_params, "best_value": study.best_value} if completed else {}
     return {"name": "optuna", "study_name": study.study_name, **best, "trials": states}

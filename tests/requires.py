@@ -9,6 +9,7 @@ a test that needs one carries `@requires_extra(X)`, `@requires_data(FOLDER)` or 
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 import shutil
@@ -23,13 +24,26 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "uvicorn", "multipart"),
     "privacy": ("opacus",),
     "hf": ("transformers", "peft", "datasets", "safetensors"),
+    "postgres": ("psycopg2",),
 }
 #: How a program the tests drive is installed.
 PROGRAMS: dict[str, str] = {
     "chromium": "apt-get install chromium chromium-driver",
     "chromedriver": "apt-get install chromium chromium-driver",
     **dict.fromkeys(("slurmctld", "slurmd", "munged"), "apt-get install slurm-wlm munge (and run the tests as root)"),
+    **dict.fromkeys(("initdb", "pg_ctl"), "apt-get install postgresql (and run the tests as root)"),
 }
+#: Where Debian keeps PostgreSQL's server programs (not on PATH), searched after PATH.
+SERVER_FOLDERS = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda path: int(Path(path).parent.name))
+
+
+def program(name: str) -> str | None:
+    """The path of a program the tests drive, on PATH or in SERVER_FOLDERS (the newest version first)."""
+    return shutil.which(name) or next(
+        (found for folder in reversed(SERVER_FOLDERS) if (found := shutil.which(name, path=folder))), None
+    )
+
+
 #: The real datasets, under GENLAB_DATA_DIR or the ../shared/data beside the checkout.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -98,5 +112,5 @@ def requires_data(*relative: str) -> pytest.MarkDecorator:
 
 
 def requires_programs(*names: str) -> pytest.MarkDecorator:
-    missing = [name for name in names if shutil.which(name) is None]
+    missing = [name for name in names if program(name) is None]
     return _marked(missing, "; ".join(f"needs the program {name}: {PROGRAMS[name]}" for name in missing))

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 Launch = Callable[[list[list[str]], int], Sequence[Any]]
 
 
+#: The trial's user attribute naming the sweep folder that runs it.
+SWEEP_ATTR = "sweep_dir"
+
+
 def default_storage(sweep_dir: Path) -> str:
     return f"sqlite:///{(sweep_dir / STUDY_FILE).resolve()}"
 
@@ -88,11 +92,15 @@ def open_study(settings: StudySettings, sweep_dir: Path) -> Any:
     return study
 
 
-def requeue_stale_trials(study: Any) -> int:
-    """Trials still marked running when this sweep starts belong to a sweep that died: told failed, asked again."""
+def requeue_stale_trials(study: Any, sweep_dir: Path) -> int:
+    """Trials of this sweep folder still marked running when the sweep starts belong to a sweep that died there: told
+    failed, asked again. Running trials of other folders are other sweeps' (on other machines, sharing the study's
+    storage): left alone."""
     from optuna.trial import TrialState
 
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    mine = str(sweep_dir.resolve())
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    stale = [trial for trial in running if trial.user_attrs.get(SWEEP_ATTR, mine) == mine]
     for trial in stale:
         study.tell(trial.number, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
@@ -187,9 +195,11 @@ def run_study(settings: StudySettings, sweep_dir: Path, arguments: list[str], la
     if not space:
         raise ConfigError("the Optuna sweep has nothing to search: give hydra.sweeper.params or a sweep override")
     storage = settings.storage or default_storage(sweep_dir)
-    requeue_stale_trials(study)
+    requeue_stale_trials(study, sweep_dir)
     while (left := settings.n_trials - finished(study)) > 0 and not exhausted(study):
         trials = [study.ask(space) for _ in range(min(settings.n_jobs, left))]
+        for trial in trials:
+            trial.set_user_attr(SWEEP_ATTR, str(sweep_dir.resolve()))
         for group in consecutive(trials):
             overrides = [trial_overrides(t, fixed, storage, settings.study_name) for t in group]
             for trial, job_return in zip(group, launch(overrides, group[0].number), strict=True):

@@ -44,9 +44,13 @@ def test_a_job_killed_by_the_os_is_a_failed_job_and_the_sweep_goes_on(tmp_path: 
     sweep = subprocess.Popen([console_script("genlab-train"), *arguments], cwd=tmp_path, env=train_env(tmp_path),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        wait_for(lambda: status(sweep_dir / "1") == "completed" and (sweep_dir / "0" / "checkpoints").is_dir(),
-                 "job 1's end while job 0 trains")  # fmt: skip
-        (job_0,) = children(sweep.pid)  # job 1's process has ended: the one left is job 0's
+
+        def only_job_0_runs() -> bool:  # job 1 ended, process and all, while job 0 trains
+            ended = status(sweep_dir / "1") == "completed" and (sweep_dir / "0" / "checkpoints").is_dir()
+            return ended and len(children(sweep.pid)) == 1
+
+        wait_for(only_job_0_runs, "job 1's end while job 0 trains")
+        (job_0,) = children(sweep.pid)
         os.kill(job_0, signal.SIGKILL)
         stdout, stderr = sweep.communicate(timeout=120)
     finally:

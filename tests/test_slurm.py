@@ -187,3 +187,39 @@ def test_a_job_killed_on_its_node_is_a_failed_job_and_the_sweep_goes_on(
     summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
     assert [run["status"] for run in summary["runs"]] == ["failed", "completed"]
     assert "1 of 2 jobs completed" in stdout
+
+
+#: A single run as an sbatch script, as docs/sweeps.md gives it for a real cluster (there: a GPU partition and DDP).
+SBATCH_SCRIPT = """#!/bin/bash
+#SBATCH --job-name=genlab-run
+#SBATCH --partition=debug
+#SBATCH --nodes=1 --ntasks-per-node=1 --cpus-per-task=1 --mem=1G
+#SBATCH --time=00:10:00
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output={log}
+srun {genlab_train} hydra.run.dir={run_dir} {overrides}
+"""
+
+
+def test_a_requeued_sbatch_run_continues_in_its_folder(cluster: dict[str, str], tmp_path: Path) -> None:
+    run_dir, log = tmp_path / "run", tmp_path / "slurm.log"
+    script = tmp_path / "run.sbatch"
+    overrides = " ".join(LONG)
+    script.write_text(SBATCH_SCRIPT.format(log=log, genlab_train=console_script("genlab-train"), run_dir=run_dir,
+                                           overrides=overrides))  # fmt: skip
+    env = {**train_env(tmp_path / "outputs"), **cluster}
+    submitted = subprocess.run(["sbatch", "--parsable", str(script)], env=env, cwd=tmp_path, capture_output=True,
+                               text=True, check=True, timeout=30)  # fmt: skip
+    job = submitted.stdout.strip()
+    wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").is_file(), "a first last.ckpt")
+    slurm(cluster, "scontrol", "requeue", job)  # as preemption does: SIGTERM, then the job is queued again
+    wait_for(lambda: slurm(cluster, "squeue", "-h", "-j", job, "-o", "%t") == "PD", "the requeue")
+    slurm(cluster, "scontrol", "update", f"JobId={job}", "StartTime=now")
+    wait_for(lambda: slurm(cluster, "squeue", "-h", "-j", job, "-o", "%t") == "", "the job's end", timeout=240)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed", log.read_text()[-3000:]
+    assert manifest["slurm_job_id"] == job
+    assert [resume["previous_status"] for resume in manifest["resumes"]] == ["interrupted"]
+    assert manifest["resumes"][0]["slurm_restart_count"] == 1
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 150

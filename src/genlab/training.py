@@ -31,7 +31,7 @@ from genlab.interrupts import SIGTERM_STATUS, interrupted_by, stop_on_sigterm
 from genlab.models.base import GenerativeModel
 from genlab.run.checkpoint_io import RunCheckpointIO, read_checkpoint
 from genlab.run.checkpoints import check_checkpoint_file
-from genlab.run.guard import requeued_by_slurm
+from genlab.run.guard import requeued_by_slurm, requeued_into
 from genlab.run.layout import CHECKPOINTS, LAST, METRICS_FILE
 from genlab.run.loading import build_model
 from genlab.run.lock import run_lock
@@ -209,8 +209,8 @@ def run_job(cfg: DictConfig) -> float | None:
     """
     overrides = list(HydraConfig.get().overrides.task)
     run_dir = Path(cfg.paths.output_dir)
-    # -m ... resume=true, or a sweep's job that SLURM started again: the job's folder may hold its run already
-    continued = cfg.get("resume") is True or (in_multirun() and requeued_by_slurm())
+    # -m ... resume=true, or a sweep's job or a run that SLURM started again: the folder may hold its run already
+    continued = cfg.get("resume") is True or (in_multirun() and requeued_by_slurm()) or requeued_into(run_dir)
     if continued and held_run(run_dir) == "completed":
         return kept_job_value(run_dir)  # only read: not even its lock file is touched
     with stop_on_sigterm() as signals, writing(run_dir):

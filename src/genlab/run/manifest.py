@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -79,6 +80,8 @@ class Manifest:
             "git_dirty": bool(_git("status", "--porcelain")) if commit else None,
             "versions": _versions(),
             "device": _device(),
+            # A SLURM job started again after preemption continues the run it made (genlab.run.guard.requeued_into).
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         }
 
     @classmethod

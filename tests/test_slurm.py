@@ -80,13 +80,13 @@ def wait_for(ready, what: str, timeout: float = 180) -> None:
 
 
 def test_a_sweep_runs_as_slurm_jobs_and_compare_tables_it(cluster: dict[str, str], tmp_path: Path) -> None:
-    sweep = Sweep(tmp_path, *SLURM, "model.latent_dim=4,8", *TINY_VAE, process=True, env=cluster)
+    sweep = Sweep(tmp_path, *SLURM, "model.latent_dim=4,8", "seed=1,2", *TINY_VAE, process=True, env=cluster)
     assert sweep.process.returncode == 0, sweep.process.stderr[-3000:]
-    assert [sweep.json(job, "manifest.json")["status"] for job in sweep.jobs] == ["completed", "completed"]
+    assert [sweep.json(job, "manifest.json")["status"] for job in sweep.jobs] == ["completed"] * 4
     assert all("_submit.py" in sweep.json(job, "manifest.json")["command"] for job in sweep.jobs)
     # One SLURM array job with a task per job of the sweep: submitit keeps each task's log (<array>_<task>_0_log.out).
     logs = sorted((sweep.dir / ".submitit").glob("*/*_log.out"))
-    assert [log.name.split("_")[1] for log in logs] == ["0", "1"]
+    assert [log.name.split("_")[1] for log in logs] == ["0", "1", "2", "3"]
     compared = call_entrypoint("genlab-compare", [str(sweep.dir)], cwd=tmp_path, env=train_env(tmp_path))
     assert compared.returncode == 0, compared.stderr
     assert "| best | model.latent_dim | n | failed | val/elbo |" in (sweep.dir / "comparison.md").read_text()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from inprocess import console_script
 from postgres_server import postgres_server
 from requires import requires_extra, requires_programs
 from test_sweeps import TINY_VAE
+
+from genlab.sweeper.study import create_study_racing
 
 pytestmark = [requires_programs("initdb", "pg_ctl", "runuser"), requires_extra("postgres")]
 
@@ -51,3 +55,40 @@ def test_two_sweeps_share_one_study_in_postgresql(storage: str, tmp_path: Path) 
     for trial in trials:
         metrics = json.loads((folders[trial.number] / "metrics.json").read_text())
         assert trial.value == pytest.approx(metrics["val/elbo"])
+
+
+def test_sweeps_that_start_at_once_on_a_new_database_all_open_the_study(storage: str) -> None:
+    """Each sweep creates Optuna's tables on a new database; those that lose the race try again instead of failing
+    on a duplicate table (seen in CI: 'duplicate key value violates unique constraint pg_type_typname_nsp_index')."""
+    import optuna
+    import sqlalchemy
+
+    with sqlalchemy.create_engine(storage, isolation_level="AUTOCOMMIT").connect() as server:
+        server.execute(sqlalchemy.text("CREATE DATABASE opened_at_once"))
+    fresh = storage.rsplit("/", 1)[0] + "/opened_at_once"
+    start = threading.Barrier(4)
+
+    def open_it() -> str:
+        start.wait()
+        return create_study_racing(study_name="race", storage=fresh, direction="minimize").study_name
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: open_it(), range(4))) == ["race"] * 4
+    assert [s.study_name for s in optuna.get_all_study_summaries(fresh)] == ["race"]
+
+
+def test_a_study_opened_while_its_tables_are_being_made_is_opened_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+    import sqlalchemy.exc
+
+    calls: list[dict] = []
+
+    def losing_once(**study: object) -> str:
+        calls.append(study)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.IntegrityError("CREATE TABLE alembic_version", {}, Exception("duplicate key"))
+        return "opened"
+
+    monkeypatch.setattr(optuna, "create_study", losing_once)
+    assert create_study_racing(study_name="s", storage="sqlite://") == "opened"
+    assert len(calls) == 2 and all(call["load_if_exists"] for call in calls)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,13 +76,12 @@ def open_study(settings: StudySettings, sweep_dir: Path) -> Any:
     if len(directions) > 1 and not isinstance(settings.pruner, optuna.pruners.NopPruner):
         raise ConfigError("Optuna prunes studies of one objective only: drop hydra/sweeper/pruner or the metrics")
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
+    study = create_study_racing(
         study_name=settings.study_name,
         storage=settings.storage or default_storage(sweep_dir),
         sampler=settings.sampler,
         pruner=settings.pruner,
         directions=directions,
-        load_if_exists=True,
     )
     made = [direction.name.lower() for direction in study.directions]
     if made != directions:
@@ -90,6 +90,26 @@ def open_study(settings: StudySettings, sweep_dir: Path) -> Any:
             f"{' and '.join(made)}, not to {' and '.join(directions)}; give another hydra.sweeper.study_name"
         )
     return study
+
+
+#: How often a sweep tries to open its study when another process is creating the same new database's tables.
+OPEN_ATTEMPTS = 5
+
+
+def create_study_racing(**study: Any) -> Any:
+    """`optuna.create_study`, for sweeps that start at once on one new database: both create Optuna's tables, and
+    the one that loses that race fails on a table or type that already exists; it finds them made when it tries
+    again."""
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(1, OPEN_ATTEMPTS):
+        try:
+            return optuna.create_study(**study, load_if_exists=True)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
+            log.info("the study's storage is being made by another process (%s): trying again", type(error).__name__)
+            time.sleep(0.2 * attempt)
+    return optuna.create_study(**study, load_if_exists=True)
 
 
 def requeue_stale_trials(study: Any, sweep_dir: Path) -> int:

@@ -99,8 +99,8 @@ def build_trainer(cfg: DictConfig, timer: pl.Callback, with_metrics: bool = Fals
     """The Trainer as genlab.train builds it from `cfg`, with `timer` first among the callbacks; `with_metrics` adds
     the sample-quality metrics, as a user's run has them."""
     metrics = metric_callbacks(cfg) if with_metrics else []
-    callbacks = [timer, *instantiate_each(cfg.get("callbacks")), *metrics]
-    loggers = instantiate_each(cfg.get("logger"))
+    callbacks = [timer, *instantiate_each("callbacks", cfg.get("callbacks")), *metrics]
+    loggers = instantiate_each("logger", cfg.get("logger"))
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 

@@ -60,6 +60,21 @@ def test_every_debug_config_fits_every_model(compose_config, debug: str, model: 
     check_config(compose_config(f"model={model}", f"debug={debug}"))
 
 
+def test_debug_modes_shrink_the_language_models_batches_and_samplers(compose_config) -> None:
+    """nanoGPT's GPU recipe took over 200 s for debug=limit on a CPU: its debug runs use batches of two windows,
+    no anomaly detection (it multiplied a Transformer's backward), and the masked LM unmasks in 4 steps."""
+    for recipe in (["experiment=gpt_shakespeare", "trainer=cpu"], ["experiment=mdlm_shakespeare"]):
+        full = compose_config(*recipe)
+        assert full.data.batch_size == 64 and full.model.sample_tokens == 200, recipe
+        for debug in ("debug=fdr", "debug=limit"):
+            cfg = compose_config(*recipe, debug)
+            assert (cfg.data.batch_size, cfg.trainer.detect_anomaly, cfg.model.sample_tokens) == (2, False, 32)
+    assert compose_config("experiment=mdlm_shakespeare").model.sample_steps > 4
+    assert compose_config("experiment=mdlm_shakespeare", "debug=limit").model.sample_steps == 4
+    assert compose_config("debug=fdr").trainer.detect_anomaly  # the other families keep it
+    assert compose_config("experiment=gpt_shakespeare", "debug=fdr", "data.batch_size=8").data.batch_size == 8
+
+
 def test_every_group_has_options() -> None:
     for group in GROUPS:
         assert options(group), f"conf/{group} has no options"

@@ -218,7 +218,9 @@ def test_gpu_recipe_runs_on_a_cpu_without_compiling(genlab_train, monkeypatch) -
     """experiment=gpt_shakespeare trainer=cpu starts at once: inductor's C++ build would take minutes."""
     monkeypatch.setattr(GPT, "compile", lambda self: pytest.fail("compiled on a CPU although compile=cuda"))
     tiny = ["model.net.n_layer=1", "model.net.n_embd=24", "data.block_size=32", "data.batch_size=4"]
-    genlab_train(*GPU_RECIPE_ON_CPU, *tiny).check()
+    debug_run = genlab_train(*GPU_RECIPE_ON_CPU, *tiny).check()
+    assert "final metrics of the last weights (no checkpoint was kept)" in debug_run.stdout, debug_run.stdout
+    assert "best checkpoint" not in debug_run.stdout
     invalid = genlab_train("model=transformer", "data=python_source", "model.compile=sometimes")
     assert (
         invalid.returncode == 2

@@ -52,6 +52,7 @@ def test_default_job_leaves_a_complete_run_folder(genlab_train) -> None:
     # 20 epochs on digits learn something: well below the 64 * ln 2 = 44 nats of a coin per pixel.
     assert metrics["test/elbo"] < 35
     assert "final metrics of the best checkpoint" in run.stdout
+    assert "Tip" not in run.stdout and "Tip" not in (folder / "train.log").read_text(), "Lightning's litlogger tip"
 
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["error"] is None

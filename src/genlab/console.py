@@ -9,9 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 
-def print_metrics(
-    metrics: Mapping[str, float], judged_metric: str, run_dir: Path, title: str = "final metrics of the best checkpoint"
-) -> None:
+def print_metrics(metrics: Mapping[str, float], judged_metric: str, run_dir: Path, title: str) -> None:
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")

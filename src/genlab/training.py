@@ -7,6 +7,7 @@ composition errors answer before torch and Lightning are loaded.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -47,6 +48,8 @@ from genlab.threads import use_threads
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 # Lightning 2.6 on torch >= 2.10 warns about its own pytree use on every run; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+# Lightning advertises its cloud logger on every Trainer; the run's log is for the run.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda record: "💡 Tip" not in str(record.msg))
 
 
 def instantiate_each(name: str, group: DictConfig | None) -> list[Any]:
@@ -196,7 +199,9 @@ def train(cfg: DictConfig) -> float | None:
         if "privacy" in summaries:  # what a DP run spent belongs to the run's identity card too
             record_in_manifest(run_dir, privacy=summaries["privacy"])
         checkpoint_io.release_kept(still_used=[Path(best).resolve()] if best else [])
-        print_metrics(metrics, judged_metric, run_dir)
+        # debug=fdr and checkpointing=false keep no checkpoint: the numbers are of the weights training ended with.
+        kept = "the best checkpoint" if best else "the last weights (no checkpoint was kept)"
+        print_metrics(metrics, judged_metric, run_dir, title=f"final metrics of {kept}")
         log_hparams(trainer.loggers, metrics)
     return metrics.get(judged_metric)
 

@@ -75,6 +75,13 @@ def test_debug_modes_shrink_the_language_models_batches_and_samplers(compose_con
     assert compose_config("experiment=gpt_shakespeare", "debug=fdr", "data.batch_size=8").data.batch_size == 8
 
 
+@pytest.mark.parametrize("debug", ["limit", "overfit"])
+def test_every_experiment_validates_within_its_debug_epochs(compose_config, debug: str) -> None:
+    for experiment in options("experiment"):
+        cfg = compose_config(f"experiment={experiment}", f"debug={debug}")
+        assert cfg.trainer.val_check_interval is None, experiment
+
+
 def test_every_group_has_options() -> None:
     for group in GROUPS:
         assert options(group), f"conf/{group} has no options"

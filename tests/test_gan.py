@@ -19,8 +19,16 @@ from torch import nn
 from genlab.data.digits import DigitsDataModule
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
+from genlab.models import gan as gan_module
 from genlab.models.gan import GAN
-from genlab.models.gan_losses import LOSSES, discriminator_loss, generator_loss, gradient_penalty, r1_penalty
+from genlab.models.gan_losses import (
+    LOSSES,
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    mode_seeking_penalty,
+    r1_penalty,
+)
 from genlab.models.images import slerp
 from genlab.nets.gan import DCGAN, MLPGAN
 
@@ -66,6 +74,19 @@ def test_penalties_can_be_trained_through() -> None:
     assert critic[1].weight.grad is not None and critic[1].weight.grad.abs().sum() > 0
 
 
+def test_mode_seeking_penalises_a_generator_that_ignores_its_noise() -> None:
+    z, z_other = torch.randn(8, 4, generator=torch.Generator().manual_seed(0)), torch.randn(8, 4)
+    collapsed = torch.ones(8, 1, 2, 2)
+    assert mode_seeking_penalty(collapsed, collapsed, z, z_other).item() == pytest.approx(1e5)
+    # Images that move as far as their noises: a ratio of 1.
+    assert mode_seeking_penalty(z.view(8, 1, 2, 2), z_other.view(8, 1, 2, 2), z, z_other).item() == pytest.approx(
+        1.0, rel=1e-4
+    )
+    scale = torch.tensor(0.5, requires_grad=True)  # G(z) = scale * z: minimising the term makes G use z more
+    mode_seeking_penalty(scale * z, scale * z_other, z, z_other).backward()
+    assert scale.grad < 0
+
+
 def test_slerp_keeps_its_ends_and_the_norm_of_orthogonal_unit_vectors() -> None:
     start, end = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
     path = slerp(start, end, torch.linspace(0, 1, 5))
@@ -93,6 +114,7 @@ def test_dcgan_refuses_shapes_it_cannot_take(shape) -> None:
     [
         (["model.loss=wasserstein"], "model.loss='wasserstein' is not allowed: expected one of 'nonsaturating'"),
         (["model.n_critic=0"], "model.n_critic=0 is not allowed: expected an integer > 0"),
+        (["model.mode_seeking_weight=-1"], "model.mode_seeking_weight=-1 is not allowed: expected a number >= 0"),
         (["model.ema_decay=1.0"], "model.ema_decay=1.0 is not allowed: expected a number >= 0 and < 1"),
         (["model.net.width=0"], "model.net.width=0 is not allowed: expected an integer > 0"),
         (["model.net.d_norm=instance"], "model.net.d_norm='instance' is not allowed: expected one of 'batch'"),
@@ -213,6 +235,15 @@ def test_each_loss_trains_with_finite_values_and_fid(genlab_train, settings: lis
     assert (run.dir / "samples" / "samples.png").is_file() and (run.dir / "samples" / "interpolation.png").is_file()
 
 
+def test_a_conditional_gan_with_mode_seeking_adds_the_term_at_every_generator_step(genlab_train, monkeypatch) -> None:
+    calls = []
+    penalty = gan_module.mode_seeking_penalty
+    monkeypatch.setattr(gan_module, "mode_seeking_penalty", lambda *pair: calls.append(1) or penalty(*pair))
+    run = genlab_train(*TINY_GAN, "model.conditional=true", "model.mode_seeking_weight=1").check()
+    assert len(calls) == 10  # debug=limit: 2 epochs of 5 batches, a G step each
+    assert math.isfinite(run.metrics["test/intra_fid"]) and math.isfinite(run.metrics["test/class_spread"])
+
+
 def test_the_default_gan_learns_the_digits(genlab_train) -> None:
     run = genlab_train("model=gan", "trainer.max_epochs=10", "logger=csv", *QUIET).check()
     with open(run.dir / "csv" / "metrics.csv") as f:
@@ -241,6 +272,7 @@ def test_bf16_mixed_and_ddp_runs_finish_with_finite_losses(genlab_train) -> None
     [
         (["model.loss=wasserstein"], "model.loss='wasserstein' is not allowed: expected one of 'nonsaturating', "),
         (["model.n_critic=0"], "model.n_critic=0 is not allowed: expected an integer > 0"),
+        (["model.mode_seeking_weight=-1"], "model.mode_seeking_weight=-1 is not allowed: expected a number >= 0"),
         (["metrics=none"], "model=GAN is judged by val/fid, which metrics=none turns off; keep metrics=sample_quality"),
         (["metrics.every_n_epochs=2"], "checkpoints select by val/fid, so it is needed every validation epoch"),
         (

@@ -17,7 +17,13 @@ from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFacto
 from genlab.models.conditioning import ClassConditioning, Labels
 from genlab.models.contracts import ConditionalModel, Grid, Grids, Inpainter, LatentImageGenerator
 from genlab.models.ema import ema_copy
-from genlab.models.gan_losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
+from genlab.models.gan_losses import (
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    mode_seeking_penalty,
+    r1_penalty,
+)
 from genlab.models.images import SignedImageRange, slerp
 from genlab.settings import NonNegativeFloat, PositiveFloat, PositiveInt, UnitFraction
 from genlab.upstream import foreach_norm
@@ -66,6 +72,7 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter, Si
         n_critic: PositiveInt = 1,
         gp_weight: NonNegativeFloat = 10.0,
         r1_weight: NonNegativeFloat = 0.0,
+        mode_seeking_weight: NonNegativeFloat = 0.003,
         ema_decay: UnitFraction = 0.999,
         gradient_clip_val: PositiveFloat | None = None,
         conditional: bool = False,
@@ -80,6 +87,7 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter, Si
         self.n_critic = n_critic
         self.gp_weight = gp_weight
         self.r1_weight = r1_weight
+        self.mode_seeking_weight = mode_seeking_weight
         self.gradient_clip_val = gradient_clip_val
         self.discriminator_optimizer_factory = discriminator_optimizer
         self.discriminator_scheduler_factory = discriminator_scheduler
@@ -205,7 +213,8 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter, Si
         # With one D step per G step, D's fakes are also G's (as in pytorch/examples' dcgan): one G forward less.
         reuse_fake = generator_steps and self.n_critic == 1
         with torch.set_grad_enabled(reuse_fake):
-            fake = self.generator(self.noise(n), labels)
+            z = self.noise(n)
+            fake = self.generator(z, labels)
 
         with self.toggled_optimizer(d_optimizer):
             real_scores = critic(real)
@@ -234,8 +243,13 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter, Si
         if generator_steps:
             with self.toggled_optimizer(g_optimizer):
                 if not reuse_fake:
-                    fake = self.generator(self.noise(n), labels)
+                    z = self.noise(n)
+                    fake = self.generator(z, labels)
                 g_loss = generator_loss(self.loss, critic(fake))
+                if self.mode_seeking_weight > 0:  # a second image for each (noise, label): one more G pass
+                    z_other = self.noise(n)
+                    other = self.generator(z_other, labels)
+                    g_loss = g_loss + self.mode_seeking_weight * mode_seeking_penalty(fake, other, z, z_other)
                 # With n_critic > 1 a logged step may make no G step: log the latest G values on every logged step.
                 measure = self.logging_this_step or self.n_critic > 1
                 g_grad_norm = self._step(g_optimizer, g_loss, self.generator.parameters, measure, "train/g_loss")

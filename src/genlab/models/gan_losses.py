@@ -54,3 +54,14 @@ def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor) -> 
 def r1_penalty(critic: Critic, real: torch.Tensor) -> torch.Tensor:
     """R1 (Mescheder et al., 2018): ||grad D(x)||^2 on real images, pushing D to be flat on the data."""
     return _input_gradient(critic, real).pow(2).sum(dim=1).mean()
+
+
+def mode_seeking_penalty(
+    first: torch.Tensor, second: torch.Tensor, z_first: torch.Tensor, z_second: torch.Tensor
+) -> torch.Tensor:
+    """MSGAN (Mao et al., 2019): 1 / (distance of two images over the distance of their noises), for pairs drawn for
+    the same labels. Small when different noises give different images, so G minimising it stops sending a whole
+    class to one image (the within-class collapse that test/class_spread shows)."""
+    images = (first.float() - second.float()).abs().flatten(1).mean(1)
+    noises = (z_first.float() - z_second.float()).abs().flatten(1).mean(1)
+    return 1 / ((images / noises).mean() + 1e-5)

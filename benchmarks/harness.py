@@ -36,10 +36,11 @@ from rich.table import Table
 from genlab.config import config_dir
 from genlab.run.layout import METRICS_FILE
 from genlab.run.records import read_json
-from genlab.training import instantiate_each, metric_callbacks
+from genlab.training import EVALUATION_CALLBACKS, instantiate_each, metric_callbacks
 
-#: Callbacks that do no training work (progress display, checkpoints, pictures and text samples): left out of the
-#: timed run (with trainer.enable_checkpointing=false, so Lightning adds no default checkpoint either).
+#: Callbacks that do no training work (progress display, checkpoints, pictures and text samples, and the test-time
+#: measurements of genlab.training.EVALUATION_CALLBACKS): left out of the timed run (with
+#: trainer.enable_checkpointing=false, so Lightning adds no default checkpoint either).
 NOT_TRAINING = (ProgressBar, ModelCheckpoint)
 SAMPLE_MODULES = ("genlab.callbacks.samples",)
 
@@ -75,7 +76,8 @@ def compose_config(
             continue
         target = get_class(entry._target_)
         if (
-            issubclass(target, NOT_TRAINING)
+            key in EVALUATION_CALLBACKS  # they measure the trained model at test (memorization, inpainting)
+            or issubclass(target, NOT_TRAINING)
             or target.__module__.startswith(SAMPLE_MODULES)
             or (logger == "none" and issubclass(target, LearningRateMonitor))  # it refuses to run without one
         ):

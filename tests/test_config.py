@@ -39,8 +39,9 @@ def test_every_group_option_composes_and_resolves(compose_config, override: str)
         else []
     )
     # A transformers net is a language model's, and sets the text data's tokenizer: it composes with those.
-    if override == "model/net=hf":
-        extra = ["model=transformer", "data=text_file", "data.path=/some/files", "model.net.pretrained=/some/model"]
+    if override in ("model/net=hf", "model/net=hf_masked"):
+        model = "model=masked_lm" if override.endswith("masked") else "model=transformer"
+        extra = [model, "data=text_file", "data.path=/some/files", "model.net.pretrained=/some/model"]
     cfg = compose_config(override, *extra)
     assert cfg.hydra.run.dir.startswith(cfg.paths.log_dir)
     job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])

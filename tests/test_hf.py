@@ -198,6 +198,53 @@ def test_a_llama_style_config_builds_trains_and_generates() -> None:
     assert out.shape == (2, 24)  # past the 16-token context: recomputed on its last block_size tokens
 
 
+#: model=masked_lm with a transformers masked LM (model/net=hf_masked) on the same corpus.
+MASKED = ["model=masked_lm", "model/net=hf_masked", "model.sample_steps=4", *TINY[2:]]
+
+
+def test_a_pretrained_masked_lm_trains_and_samples_with_its_own_mask_token(folder: Folder) -> None:
+    from transformers import AutoTokenizer
+
+    from genlab.nets.hf import HFMaskedLM
+
+    tiny_hf_model.save_tiny_model(folder.root / "bert", arch="bert")
+    run_dir = folder.train(
+        "masked", *MASKED, f"data.path={folder.root / 'corpus.txt'}", f"model.net.pretrained={folder.root / 'bert'}"
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["judged_metric"] == "val/loss" and {"val/bpc_bound", "test/bpc_bound"} <= metrics.keys()
+    model = genlab.load_run(run_dir).model
+    assert isinstance(model.net, HFMaskedLM) and model.net.model.training is False  # loaded for sampling: eval
+    assert model.mask_id == AutoTokenizer.from_pretrained(folder.root / "bert").mask_token_id == 1
+    assert HFMaskedLM(vocab_size=301, block_size=16, pretrained=str(folder.root / "bert")).model.training
+    folder.command("genlab-sample", f"run={run_dir}", "n=2", "prompt='To be'")
+    texts = [(run_dir / "generated" / f"text_{i:03d}.txt").read_text() for i in range(2)]
+    assert all(text.startswith("To be") and len(text) > len("To be") and "[MASK]" not in text for text in texts)
+
+
+def test_a_masked_lm_built_from_a_config_embeds_genlabs_mask_after_the_data_tokens(folder: Folder) -> None:
+    bert = "{model_type: bert, num_hidden_layers: 1, num_attention_heads: 2, hidden_size: 16, intermediate_size: 32}"
+    run_dir = folder.train(
+        "masked_config", *MASKED, f"data.path={folder.root / 'corpus.txt'}", f"model.net.config={bert}",
+        "data.tokenizer=char", "model.objective=mlm",
+    )  # fmt: skip
+    model = genlab.load_run(run_dir).model
+    vocabulary = model.tokenizer.vocab_size
+    assert model.mask_id == vocabulary and model.net.vocab_size == vocabulary + 1
+    assert "val/masked_accuracy" in json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_a_causal_model_is_not_a_masked_lm(folder: Folder) -> None:
+    process = folder.command(
+        "genlab-train", *MASKED, f"data.path={folder.root / 'corpus.txt'}",
+        f"model.net.pretrained={folder.root / 'gpt2'}", "hydra.run.dir=outputs/not_masked", check=False,
+    )  # fmt: skip
+    assert "is not a model AutoModelForMaskedLM loads; model/net=hf takes causal LMs" in error_line(
+        process, "genlab-train"
+    )
+    assert not (folder.root / "outputs" / "not_masked" / "checkpoints").exists()
+
+
 def test_refusals_are_one_line(folder: Folder, compose_config, tmp_path: Path) -> None:
     from genlab.nets.hf import HFCausalLM
 

@@ -65,7 +65,7 @@ def test_default_job_leaves_a_complete_run_folder(genlab_train) -> None:
 def test_help_and_cfg_job(genlab_train) -> None:
     run = genlab_train("--help").check()
     assert "genlab-train: train a generative model" in run.stdout
-    assert "model/net: bert, conv, dcgan, gpt, hf, mlp, mlp_gan, unet" in run.stdout
+    assert "model/net: bert, conv, dcgan, gpt, hf, hf_masked, mlp, mlp_gan, unet" in run.stdout
     assert "model: diffusion, gan, masked_lm, transformer, vae" in run.stdout
     run = genlab_train("--cfg", "job", "experiment=vae_mnist").check()
     assert "_target_: genlab.nets.conv.ConvEncoderDecoder" in run.stdout

@@ -87,8 +87,11 @@ class MaskedLM(GenerativeModel, SequenceGenerator):
         self.sample_temperature = sample_temperature
         self.sample_top_k = sample_top_k
         self.sample_sequences = sample_sequences
-        self.mask_id = spec.vocab_size  # [MASK]: one past the data's tokens
         self.net = build_net(net, "text", "MaskedLM", vocab_size=spec.vocab_size + 1, block_size=spec.shape[0])
+        # [MASK]: one past the data's tokens, or a pretrained net's own (model/net=hf_masked)
+        own_mask = getattr(self.net, "mask_token_id", None)
+        self.mask_id = spec.vocab_size if own_mask is None else own_mask
+        self.data_vocab_size = spec.vocab_size
         check(
             not getattr(self.net, "causal", False),
             f"model=masked_lm needs a bidirectional net, but {type(self.net).__name__} attends causally; "
@@ -125,7 +128,7 @@ class MaskedLM(GenerativeModel, SequenceGenerator):
             logits, _ = self.net(xt)
             nats = mdlm_nats(subs_log_probs(logits, xt, self.mask_id), x0, masked, t, self.schedule)
             return nats.sum() / count, None, count
-        inputs, chosen = bert_corruption(x0, self.mask_id, self.mask_id, self.mask_rate)
+        inputs, chosen = bert_corruption(x0, self.mask_id, self.data_vocab_size, self.mask_rate)
         logits, _ = self.net(inputs)
         logits = logits[chosen].float()
         logits[:, self.mask_id] = float("-inf")

@@ -1,9 +1,11 @@
-"""Any Hugging Face `transformers` causal LM as genlab's language-model net: pretrained from a folder (or Hub id), or
-built from a config class; optionally with LoRA adapters (`peft`), only they trained.
+"""Any Hugging Face `transformers` causal LM (`HFCausalLM`) or masked LM (`HFMaskedLM`, BERT-like) as genlab's
+language-model net: pretrained from a folder (or Hub id), or built from a config class; optionally with LoRA adapters
+(`peft`), only they trained.
 
-It speaks the GPT net's interface (`forward(idx, targets) -> (logits, loss)`, `generate`, `configure_param_groups`,
-`block_size`, `vocab_size`), so `model=transformer` trains, evaluates and samples it as it does genlab's GPT: the
-same loss, `val/bpc` and perplexity. `transformers` and `peft` are imported here only.
+Both speak the GPT net's interface (`forward(idx, targets) -> (logits, loss)`, `configure_param_groups`,
+`block_size`, `vocab_size`; the causal one also `generate`), so `model=transformer` and `model=masked_lm` train,
+evaluate and sample them as they do genlab's nets: the same losses, `val/bpc` and perplexity. `transformers` and
+`peft` are imported here only.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def missing_model(pretrained: str, exc: Exception) -> ConfigError:
     )
 
 
-def load_causal_lm(
+def load_model(
+    auto_class: str,
     pretrained: str | None,
     config: Mapping[str, Any] | None,
     vocab_size: int,
@@ -62,8 +65,9 @@ def load_causal_lm(
     attn_implementation: str | None,
     local_files_only: bool,
 ) -> nn.Module:
-    """The transformers model: `from_pretrained(pretrained)`, or `from_config` of `config` (`model_type` and the
-    config class's fields; the vocabulary follows the data unless given)."""
+    """The transformers model of `auto_class` (AutoModelForCausalLM, AutoModelForMaskedLM): `from_pretrained`, or
+    `from_config` of `config` (`model_type` and the config class's fields; the vocabulary follows the data unless
+    given)."""
     transformers = import_extra("transformers", "hf", "model/net=hf")
     transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars for a few-megabyte model
     check(dtype in DTYPES, f"model.net.dtype={dtype} is not one of {', '.join(DTYPES)}")
@@ -77,10 +81,15 @@ def load_causal_lm(
         options["attn_implementation"] = attn_implementation
     if pretrained is not None:
         try:
-            return transformers.AutoModelForCausalLM.from_pretrained(
+            return getattr(transformers, auto_class).from_pretrained(
                 pretrained, local_files_only=local_files_only, **options
             )
         except (OSError, ValueError) as exc:
+            if "Unrecognized configuration class" in str(exc):  # a causal LM's folder for a masked LM, or back
+                raise ConfigError(
+                    f"model.net.pretrained={pretrained} is not a model {auto_class} loads; model/net=hf takes causal "
+                    f"LMs (GPT-2, Llama, ...), model/net=hf_masked masked ones (BERT, RoBERTa, ...)"
+                ) from None
             raise missing_model(pretrained, exc) from None
     fields = dict(config or {})
     model_type = fields.pop("model_type", None)
@@ -90,9 +99,9 @@ def load_causal_lm(
     fields.setdefault("eos_token_id", None)
     try:
         built = transformers.AutoConfig.for_model(model_type, **fields)
-        return transformers.AutoModelForCausalLM.from_config(built, **options)
+        return getattr(transformers, auto_class).from_config(built, **options)
     except (ValueError, TypeError, KeyError) as exc:
-        raise ConfigError(f"model.net.config does not build a causal LM: {str(exc).splitlines()[0][:200]}") from None
+        raise ConfigError(f"model.net.config does not build a {auto_class}: {str(exc).splitlines()[0][:200]}") from None
 
 
 def context_length(config: Any, fallback: int) -> int:
@@ -104,8 +113,8 @@ def context_length(config: Any, fallback: int) -> int:
     return fallback
 
 
-class HFCausalLM(nn.Module):
-    """A `transformers` causal LM (`.model`) behind the GPT net's interface.
+class HFNet(nn.Module):
+    """A `transformers` model (`.model`, of `auto_class`) behind the GPT net's interface.
 
     The tokenizer the data uses must fit the model's embedding (ids below `config.vocab_size`), checked here before
     any training. With `lora` of rank `r` > 0 (peft's LoraConfig fields, e.g. `{r: 8, alpha: 16}`; target modules
@@ -114,6 +123,9 @@ class HFCausalLM(nn.Module):
     """
 
     data_kind = "text"
+    auto_class = "AutoModelForCausalLM"
+    #: peft's task type for the adapters (None: a plain PeftModel around the model).
+    lora_task: str | None = "CAUSAL_LM"
 
     def __init__(
         self,
@@ -131,7 +143,8 @@ class HFCausalLM(nn.Module):
         self.pretrained = pretrained
         folder = local_folder(pretrained) if pretrained is not None else None
         self.fingerprint = base_fingerprint(folder) if folder is not None and folder.is_dir() else None
-        model = load_causal_lm(
+        model = load_model(
+            self.auto_class,
             str(folder) if folder is not None else pretrained,
             config,
             vocab_size,
@@ -140,6 +153,7 @@ class HFCausalLM(nn.Module):
             local_files_only,
         )
         self.vocab_size = model.config.vocab_size
+        vocab_size = self.tokens_to_embed(vocab_size)
         check(
             vocab_size <= self.vocab_size,
             f"the data's tokenizer has {vocab_size} tokens but the net {pretrained or 'model.net.config'} embeds "
@@ -150,11 +164,12 @@ class HFCausalLM(nn.Module):
             block_size <= self.block_size,
             f"data.block_size={block_size} is longer than the net's {self.block_size} positions; lower data.block_size",
         )
+        model.train()  # from_pretrained returns it in eval mode: fine-tuning would run without its dropout
         if gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.lora = dict(lora) if lora and lora.get("r") else None  # r=0: full fine-tuning
         if self.lora is not None:
-            model = with_lora(model, self.lora)
+            model = with_lora(model, self.lora, self.lora_task)
         self.model = model
         self.register_load_state_dict_post_hook(self._frozen_weights_not_missing)
 
@@ -166,6 +181,65 @@ class HFCausalLM(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    def tokens_to_embed(self, vocab_size: int) -> int:
+        """How many of the data's token ids the model must embed."""
+        return vocab_size
+
+    def configure_param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups over the trainable parameters: decay on matrices and embeddings, none on biases and norms."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
+        ]
+
+    def num_parameters(self, trainable: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)
+
+    # -- checkpoints: what was trained, and the base it was trained on --------------------------------------------
+
+    def trainable_names(self, prefix: str = "") -> set[str]:
+        return {prefix + name for name, p in self.named_parameters() if p.requires_grad}
+
+    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
+        """With LoRA, only the trainable tensors (the adapters): the base weights are the pretrained folder's."""
+        state = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        if self.lora is None:
+            return state
+        kept = self.trainable_names(prefix) | {prefix + "_extra_state"}
+        for key in [key for key in state if key.startswith(prefix) and key not in kept]:
+            del state[key]
+        return state
+
+    @staticmethod
+    def _frozen_weights_not_missing(module: HFNet, incompatible: Any) -> None:
+        """Loading a LoRA checkpoint: the base weights it leaves out are not missing (they are the folder's)."""
+        if module.lora is None:
+            return
+        trainable = module.trainable_names()
+        incompatible.missing_keys[:] = [
+            key
+            for key in incompatible.missing_keys
+            if ".model." not in f".{key}" or any(key.endswith(f".{name}") for name in trainable)
+        ]
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"pretrained": self.pretrained, "fingerprint": self.fingerprint}
+
+    def set_extra_state(self, state: Mapping[str, Any]) -> None:
+        """A checkpoint trained on a base folder whose content has changed since is refused: its weights (all of
+        them, or the adapters) no longer describe the model that would be built."""
+        saved = state.get("fingerprint")
+        check(
+            saved is None or self.fingerprint is None or saved == self.fingerprint,
+            f"the base model {self.pretrained} has changed since this run was trained (fingerprint {saved}, now "
+            f"{self.fingerprint}); put the original model back there, or train again",
+        )
+
+
+class HFCausalLM(HFNet):
+    """A `transformers` causal LM for `model=transformer`: it also generates, through the model's own KV cache."""
 
     @torch.no_grad()
     def generate(
@@ -198,59 +272,36 @@ class HFCausalLM(nn.Module):
                     break
         return idx
 
-    def configure_param_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups over the trainable parameters: decay on matrices and embeddings, none on biases and norms."""
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        return [
-            {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
-        ]
 
-    def num_parameters(self, trainable: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)
+class HFMaskedLM(HFNet):
+    """A `transformers` masked LM (BERT, RoBERTa, ModernBERT, ...) for `model=masked_lm`: bidirectional, and with
+    the mask token of its own tokenizer where it is pretrained (built from a config, it embeds genlab's [MASK], one
+    past the data's tokens)."""
 
-    # -- checkpoints: what was trained, and the base it was trained on --------------------------------------------
+    auto_class = "AutoModelForMaskedLM"
+    lora_task = None
+    causal = False
 
-    def trainable_names(self, prefix: str = "") -> set[str]:
-        return {prefix + name for name, p in self.named_parameters() if p.requires_grad}
+    def tokens_to_embed(self, vocab_size: int) -> int:
+        """model=masked_lm asks for the data's tokens plus its [MASK]; a pretrained model's tokenizer has its own."""
+        self.mask_token_id = self.pretrained_mask_id() if self.pretrained is not None else None
+        return vocab_size - 1 if self.mask_token_id is not None else vocab_size
 
-    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
-        """With LoRA, only the trainable tensors (the adapters): the base weights are the pretrained folder's."""
-        state = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
-        if self.lora is None:
-            return state
-        kept = self.trainable_names(prefix) | {prefix + "_extra_state"}
-        for key in [key for key in state if key.startswith(prefix) and key not in kept]:
-            del state[key]
-        return state
-
-    @staticmethod
-    def _frozen_weights_not_missing(module: HFCausalLM, incompatible: Any) -> None:
-        """Loading a LoRA checkpoint: the base weights it leaves out are not missing (they are the folder's)."""
-        if module.lora is None:
-            return
-        trainable = module.trainable_names()
-        incompatible.missing_keys[:] = [
-            key
-            for key in incompatible.missing_keys
-            if ".model." not in f".{key}" or any(key.endswith(f".{name}") for name in trainable)
-        ]
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"pretrained": self.pretrained, "fingerprint": self.fingerprint}
-
-    def set_extra_state(self, state: Mapping[str, Any]) -> None:
-        """A checkpoint trained on a base folder whose content has changed since is refused: its weights (all of
-        them, or the adapters) no longer describe the model that would be built."""
-        saved = state.get("fingerprint")
+    def pretrained_mask_id(self) -> int:
+        transformers = import_extra("transformers", "hf", "model/net=hf_masked")
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(self.pretrained)
+        except (OSError, ValueError) as exc:
+            raise missing_model(self.pretrained, exc) from None
         check(
-            saved is None or self.fingerprint is None or saved == self.fingerprint,
-            f"the base model {self.pretrained} has changed since this run was trained (fingerprint {saved}, now "
-            f"{self.fingerprint}); put the original model back there, or train again",
+            tokenizer.mask_token_id is not None,
+            f"model.net.pretrained={self.pretrained}: its tokenizer has no mask token, so it is not a masked LM; "
+            f"give a BERT-like model (or model.net.config to build one)",
         )
+        return int(tokenizer.mask_token_id)
 
 
-def with_lora(model: nn.Module, lora: Mapping[str, Any]) -> nn.Module:
+def with_lora(model: nn.Module, lora: Mapping[str, Any], task_type: str | None) -> nn.Module:
     """The model with LoRA adapters (peft), only they trainable. `alpha` and `dropout` are peft's `lora_alpha` and
     `lora_dropout`; other keys go to `LoraConfig` as they are."""
     peft = import_extra("peft", "hf", "model.net.lora")
@@ -259,7 +310,7 @@ def with_lora(model: nn.Module, lora: Mapping[str, Any]) -> nn.Module:
         if short in options:
             options[f"lora_{short}"] = options.pop(short)
     try:
-        config = peft.LoraConfig(task_type="CAUSAL_LM", **options)
+        config = peft.LoraConfig(task_type=task_type, **options)
         with warnings.catch_warnings():  # GPT-2's Conv1D layers: peft says it transposes them; its own deprecations
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", FutureWarning)

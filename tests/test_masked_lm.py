@@ -13,6 +13,7 @@ from conftest import QUIET_TRAIN, TINY_LM_NET, train_env
 from inprocess import Result, call_entrypoint
 from requires import extra_hint, require_data
 
+from genlab.comparison.tables import load_sweep
 from genlab.models.masked_diffusion import (
     MIN_TIME,
     LogLinearSchedule,
@@ -245,3 +246,16 @@ def test_genlab_serve_completes_prompts_with_a_masked_lm(folder: Folder, mdlm_ru
     assert first.json()["usage"]["completion_tokens"] == 24
     assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")
     assert refused.status_code == 400 and refused.json()["error"]["message"]
+
+
+def test_compare_says_an_mdlm_bound_and_an_mlm_loss_are_not_one_scale(folder: Folder, mdlm_run: Path) -> None:
+    mlm_run = folder.train("mlm", "model.objective=mlm")
+    compared = folder.command("genlab-compare", str(mdlm_run), str(mlm_run), "--out", str(folder.root / "compared"))
+    assert compared.returncode == 0, compared.stderr
+    assert (
+        "val/loss and test/loss differ in kind across these runs: an upper bound on it (MDLM); no likelihood (MLM: "
+        "masked tokens only)" in compared.stdout
+    ), compared.stdout
+    table = load_sweep([mdlm_run, mlm_run])
+    assert "val/loss" in table.metrics and table.judged_metric is None and not any(row.best for row in table.rows)
+    assert load_sweep([mdlm_run]).judged_metric == "val/loss"  # one kind: judged as usual

@@ -120,6 +120,17 @@ class RunRecord:
     def completed(self) -> bool:
         return self.status == "completed"
 
+    @property
+    def loss_kind(self) -> str | None:
+        """What a language model's val/loss and test/loss measure, where models differ: the GPT's likelihood, a
+        masked LM's bound on it (MDLM) or its masked tokens' cross-entropy (MLM, not a likelihood)."""
+        if self.model == "TransformerLM":
+            return "the negative log-likelihood (TransformerLM)"
+        if self.model == "MaskedLM":
+            objective = self.config.get("model.objective", "mdlm")
+            return "an upper bound on it (MDLM)" if objective == "mdlm" else "no likelihood (MLM: masked tokens only)"
+        return None
+
 
 @dataclass
 class Skipped:

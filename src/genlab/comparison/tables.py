@@ -257,9 +257,14 @@ def table_of(runs: list[RunRecord], skipped: list[Skipped]) -> SweepTable:
         notes.append("no metric is shared by all completed runs")
     judged = {(run.judged_metric, run.judged_mode) for run in completed}
     judged_metric, judged_mode = judged.pop() if len(judged) == 1 else (None, None)
+    kinds = sorted({run.loss_kind for run in completed if run.loss_kind is not None})
+    if len(kinds) > 1 and shared & {"val/loss", "test/loss"}:
+        notes.append(f"val/loss and test/loss differ in kind across these runs: {'; '.join(kinds)}")
+        if judged_metric in ("val/loss", "test/loss"):
+            judged_metric = None  # a bound and a cross-entropy of other tokens: no best row by them
     if judged_metric not in shared:
         judged_metric = judged_mode = None
-        if completed:
+        if completed and len(kinds) < 2:
             notes.append("the runs are not judged by one shared metric: no best row")
     metrics = sorted(shared, key=lambda m: (m != judged_metric, m))
 

@@ -61,7 +61,7 @@ def test_every_debug_config_fits_every_model(compose_config, debug: str, model: 
     check_config(compose_config(f"model={model}", f"debug={debug}"))
 
 
-def test_debug_modes_shrink_the_language_models_batches_and_samplers(compose_config) -> None:
+def test_debug_modes_shrink_the_language_models_batches_samplers_and_data(compose_config) -> None:
     """nanoGPT's GPU recipe took over 200 s for debug=limit on a CPU: its debug runs use batches of two windows,
     no anomaly detection (it multiplied a Transformer's backward), and the masked LM unmasks in 4 steps."""
     for recipe in (["experiment=gpt_shakespeare", "trainer=cpu"], ["experiment=mdlm_shakespeare"]):
@@ -74,6 +74,9 @@ def test_debug_modes_shrink_the_language_models_batches_and_samplers(compose_con
     assert compose_config("experiment=mdlm_shakespeare", "debug=limit").model.sample_steps == 4
     assert compose_config("debug=fdr").trainer.detect_anomaly  # the other families keep it
     assert compose_config("experiment=gpt_shakespeare", "debug=fdr", "data.batch_size=8").data.batch_size == 8
+    # All of MOSES took the GPU recipe's debug run minutes to read: a subset.
+    assert compose_config("experiment=gpt_moses").data.max_train is None
+    assert compose_config("experiment=gpt_moses", "debug=limit").data.max_train == 10_000
 
 
 @pytest.mark.parametrize("debug", ["limit", "overfit"])

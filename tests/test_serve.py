@@ -38,6 +38,8 @@ VAE = [
 ]
 LM = [*TINY_LM_NET, "data=python_source", "data.max_chars=20000", "data.steps_per_epoch=3", "trainer.max_epochs=1"]
 LM += ["test=false", "model.sample_tokens=8", *QUIET]
+#: A masked LM (MDLM) on the same data: its completions are unmasked whole, in 4 steps, within its 16-token window.
+MASKED_LM = ["model=masked_lm", *(o for o in LM if o != "model=transformer"), "model.sample_steps=4"]
 #: Small limits, so that the tests of them are cheap; passes of 8 rows; a long batch_timeout so that requests sent
 #: together are batched together even on a busy machine.
 #: The text server wants this key (the image server none): the openai client and the page send it.
@@ -106,13 +108,13 @@ def folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def servers(folder: Path) -> Iterator[dict[str, Server]]:
-    """A VAE and a language model trained here, each served by its own process: the first server imports while the
-    second run trains. The runs get absolute folders, which their manifests record and /info must not show."""
+    """A VAE, a language model and a masked LM trained here, each served by its own process: a server imports while
+    the next run trains. The runs get absolute folders, which their manifests record and /info must not show."""
     env = train_env(folder / "outputs")
     server_env = {**env, "OMP_NUM_THREADS": "1"}
     started: dict[str, Server] = {}
     try:
-        for name, overrides, key in (("image", VAE, None), ("text", LM, TEXT_KEY)):
+        for name, overrides, key in (("image", VAE, None), ("text", LM, TEXT_KEY), ("masked", MASKED_LM, None)):
             run_dir = folder / "outputs" / name
             result = call_entrypoint("genlab-train", [*overrides, f"hydra.run.dir={run_dir}"], cwd=folder, env=env)
             assert result.returncode == 0, result.stderr[-3000:]
@@ -381,6 +383,30 @@ def test_the_page_streams_a_completion_in_chromium(text_server: Server, browser,
     assert generated == expected.choices[0].text and len(generated) == 40
     assert browser.find_element(By.ID, "prompt-echo").text == "def main"
     screenshot(browser, tmp_path, "serve_page_text.png")
+
+
+@requires_programs("chromium", "chromedriver")
+def test_the_page_completes_a_prompt_with_a_masked_lm_in_chromium(
+    servers: dict[str, Server], browser, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server = servers["masked"].wait_until_up()
+    browser.get(server.url + "/")
+    WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text == "ready")
+    browser.find_element(By.ID, "prompt").send_keys("def ")
+    tokens = browser.find_element(By.ID, "max-tokens")
+    tokens.clear()
+    tokens.send_keys("10")
+    browser.find_element(By.ID, "generate-text").click()
+    WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
+    generated = browser.execute_script("return document.getElementById('generated').textContent")
+    expected = openai_client(server).completions.create(
+        model="genlab", prompt="def ", max_tokens=10, temperature=0.8, seed=0
+    )
+    assert generated == expected.choices[0].text and len(generated) == 10
+    screenshot(browser, tmp_path, "serve_page_masked_lm.png")
 
 
 def test_the_page_inpaints_what_is_painted_on_its_canvas_in_chromium(image_server: Server, browser, tmp_path) -> None:

@@ -217,6 +217,9 @@ def test_a_pretrained_masked_lm_trains_and_samples_with_its_own_mask_token(folde
     assert isinstance(model.net, HFMaskedLM) and model.net.model.training is False  # loaded for sampling: eval
     assert model.mask_id == AutoTokenizer.from_pretrained(folder.root / "bert").mask_token_id == 1
     assert HFMaskedLM(vocab_size=301, block_size=16, pretrained=str(folder.root / "bert")).model.training
+    adapted = HFMaskedLM(vocab_size=301, block_size=16, pretrained=str(folder.root / "bert"), lora={"r": 2, "alpha": 4})
+    adapted(torch.zeros(1, 16, dtype=torch.long))[0].sum().backward()
+    assert all((p.grad is not None) == ("lora_" in name) for name, p in adapted.named_parameters())
     folder.command("genlab-sample", f"run={run_dir}", "n=2", "prompt='To be'")
     texts = [(run_dir / "generated" / f"text_{i:03d}.txt").read_text() for i in range(2)]
     assert all(text.startswith("To be") and len(text) > len("To be") and "[MASK]" not in text for text in texts)

@@ -4,6 +4,7 @@ for it, and the study holds them all. The server is the test session's own (test
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import threading
@@ -17,7 +18,8 @@ from postgres_server import postgres_server
 from requires import requires_extra, requires_programs
 from test_sweeps import TINY_VAE
 
-from genlab.sweeper.study import create_study_racing
+from genlab.sweeper import study as study_module
+from genlab.sweeper.study import SWEEP_ATTR, UNNAMED_GRACE, create_study_racing, requeue_stale_trials
 
 pytestmark = [requires_programs("initdb", "pg_ctl", "runuser"), requires_extra("postgres")]
 
@@ -92,3 +94,27 @@ def test_a_study_opened_while_its_tables_are_being_made_is_opened_again(monkeypa
     monkeypatch.setattr(optuna, "create_study", losing_once)
     assert create_study_racing(study_name="s", storage="sqlite://") == "opened"
     assert len(calls) == 2 and all(call["load_if_exists"] for call in calls)
+
+
+def test_a_trial_another_sweep_has_just_asked_is_not_taken_for_a_stale_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in CI: a sweep starting while the other had asked its first trial but not yet named its folder told that
+    trial failed, and the other's job could no longer report to it. Only this folder's running trials are stale."""
+    import optuna
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    just_asked = study.ask()  # another sweep's, before its set_user_attr(SWEEP_ATTR, ...)
+    elsewhere = study.ask()
+    elsewhere.set_user_attr(SWEEP_ATTR, str(tmp_path / "other_sweep"))
+    died_here = study.ask()
+    died_here.set_user_attr(SWEEP_ATTR, str((tmp_path / "sweep").resolve()))
+    assert requeue_stale_trials(study, tmp_path / "sweep", shared=True) == 1
+    states = [trial.state.name for trial in study.get_trials()]
+    assert states == ["RUNNING", "RUNNING", "FAIL", "WAITING"]  # the stale one told failed and asked again
+    assert just_asked.number == 0 and study.get_trials()[3].user_attrs["requeued_from"] == died_here.number
+    # Unnamed for longer than a sweep takes to name its trial: one that died between asking and naming.
+    later = datetime.datetime.now() + UNNAMED_GRACE * 2
+    monkeypatch.setattr(study_module.datetime, "datetime", type("Later", (datetime.datetime,), {"now": lambda: later}))
+    assert requeue_stale_trials(study, tmp_path / "sweep", shared=True) == 1
+    assert study.get_trials()[0].state.name == "FAIL" and study.get_trials()[1].state.name == "RUNNING"

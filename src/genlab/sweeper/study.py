@@ -8,6 +8,7 @@ A job's outcome is read from its run folder's manifest (completed, pruned, faile
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import time
@@ -112,15 +113,28 @@ def create_study_racing(**study: Any) -> Any:
     return optuna.create_study(**study, load_if_exists=True)
 
 
-def requeue_stale_trials(study: Any, sweep_dir: Path) -> int:
+#: A trial without a sweep folder yet, in a shared storage, is another sweep's just asked (it names its folder at
+#: once) for this long; after that, a sweep that died between asking and naming.
+UNNAMED_GRACE = datetime.timedelta(minutes=1)
+
+
+def requeue_stale_trials(study: Any, sweep_dir: Path, shared: bool) -> int:
     """Trials of this sweep folder still marked running when the sweep starts belong to a sweep that died there: told
     failed, asked again. Running trials of other folders are other sweeps' (on other machines, sharing the study's
-    storage): left alone."""
+    `shared` storage): left alone, and so are those of a shared storage without a folder for UNNAMED_GRACE (another
+    sweep has just asked them: taking them for stale failed two sweeps started at once)."""
     from optuna.trial import TrialState
 
     mine = str(sweep_dir.resolve())
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    stale = [trial for trial in running if trial.user_attrs.get(SWEEP_ATTR, mine) == mine]
+    now = datetime.datetime.now()
+
+    def stale_here(trial: Any) -> bool:
+        if SWEEP_ATTR in trial.user_attrs:
+            return trial.user_attrs[SWEEP_ATTR] == mine
+        return not shared or trial.datetime_start is None or now - trial.datetime_start > UNNAMED_GRACE
+
+    stale = [trial for trial in running if stale_here(trial)]
     for trial in stale:
         study.tell(trial.number, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
@@ -215,7 +229,7 @@ def run_study(settings: StudySettings, sweep_dir: Path, arguments: list[str], la
     if not space:
         raise ConfigError("the Optuna sweep has nothing to search: give hydra.sweeper.params or a sweep override")
     storage = settings.storage or default_storage(sweep_dir)
-    requeue_stale_trials(study, sweep_dir)
+    requeue_stale_trials(study, sweep_dir, shared=settings.storage is not None)
     while (left := settings.n_trials - finished(study)) > 0 and not exhausted(study):
         trials = [study.ask(space) for _ in range(min(settings.n_jobs, left))]
         for trial in trials:

@@ -361,6 +361,24 @@ def test_the_page_draws_a_grid_for_a_seed_in_chromium(image_server: Server, brow
     screenshot(browser, tmp_path, "serve_page_images.png")
 
 
+def complete_on_the_page(browser, server: Server, prompt: str, max_tokens: int) -> tuple[str, str]:
+    """On the page, once ready: the completion of `prompt` it shows, and the one the openai client gets (seed 0)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.find_element(By.ID, "prompt").send_keys(prompt)
+    tokens = browser.find_element(By.ID, "max-tokens")
+    tokens.clear()
+    tokens.send_keys(str(max_tokens))
+    browser.find_element(By.ID, "generate-text").click()
+    WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
+    generated = browser.execute_script("return document.getElementById('generated').textContent")
+    expected = openai_client(server).completions.create(
+        model="genlab", prompt=prompt, max_tokens=max_tokens, temperature=0.8, seed=0
+    )
+    return generated, expected.choices[0].text
+
+
 @requires_programs("chromium", "chromedriver")
 def test_the_page_streams_a_completion_in_chromium(text_server: Server, browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
@@ -370,17 +388,8 @@ def test_the_page_streams_a_completion_in_chromium(text_server: Server, browser,
     WebDriverWait(browser, 60).until(lambda b: "no API key" in b.find_element(By.ID, "status").text)
     browser.find_element(By.ID, "api-key").send_keys(TEXT_KEY + "\n")  # the page asks for the server's key
     WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text == "ready")
-    browser.find_element(By.ID, "prompt").send_keys("def main")
-    tokens = browser.find_element(By.ID, "max-tokens")
-    tokens.clear()
-    tokens.send_keys("40")
-    browser.find_element(By.ID, "generate-text").click()
-    WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
-    generated = browser.execute_script("return document.getElementById('generated').textContent")
-    expected = openai_client(text_server).completions.create(
-        model="genlab", prompt="def main", max_tokens=40, temperature=0.8, seed=0
-    )
-    assert generated == expected.choices[0].text and len(generated) == 40
+    generated, expected = complete_on_the_page(browser, text_server, "def main", 40)
+    assert generated == expected and len(generated) == 40
     assert browser.find_element(By.ID, "prompt-echo").text == "def main"
     screenshot(browser, tmp_path, "serve_page_text.png")
 
@@ -395,17 +404,8 @@ def test_the_page_completes_a_prompt_with_a_masked_lm_in_chromium(
     server = servers["masked"].wait_until_up()
     browser.get(server.url + "/")
     WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text == "ready")
-    browser.find_element(By.ID, "prompt").send_keys("def ")
-    tokens = browser.find_element(By.ID, "max-tokens")
-    tokens.clear()
-    tokens.send_keys("10")
-    browser.find_element(By.ID, "generate-text").click()
-    WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
-    generated = browser.execute_script("return document.getElementById('generated').textContent")
-    expected = openai_client(server).completions.create(
-        model="genlab", prompt="def ", max_tokens=10, temperature=0.8, seed=0
-    )
-    assert generated == expected.choices[0].text and len(generated) == 10
+    generated, expected = complete_on_the_page(browser, server, "def ", 10)
+    assert generated == expected and len(generated) == 10
     screenshot(browser, tmp_path, "serve_page_masked_lm.png")
 
 

@@ -153,7 +153,7 @@ def speed(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict
         warm_up(model, train_images, cfg)
 
         timer = harness.LossRecordingTimer(then=plain.steps if schedule == "interleaved" else None, chunk=chunk)
-        trainer = harness.build_trainer(cfg, timer)
+        trainer = harness.build_trainer(cfg, timer, model, datamodule)
         trainer.fit(model, datamodule=datamodule)
         plain.steps(len(timer.step_seconds) - len(plain.step_seconds))
 

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         interleaved = args.schedule == "interleaved"
         timer = harness.LossRecordingTimer(then=plain.steps if interleaved else None, chunk=args.chunk)
-        trainer = harness.build_trainer(cfg, timer)
+        trainer = harness.build_trainer(cfg, timer, model, datamodule)
         trainer.fit(model, datamodule=datamodule)
         plain.steps(len(timer.step_seconds) - len(plain.step_seconds))
 

@@ -142,7 +142,7 @@ def run(steps: int, seed: int, logger: str, schedule: str, chunk: int) -> dict[s
         warm_up(plain.net, train_tokens, cfg)
 
         timer = harness.TrainStepTimer(then=plain.steps if schedule == "interleaved" else None, chunk=chunk)
-        trainer = harness.build_trainer(cfg, timer)
+        trainer = harness.build_trainer(cfg, timer, model, datamodule)
         trainer.fit(model, datamodule=datamodule)
         genlab_val = float(trainer.validate(model, datamodule=datamodule, verbose=False)[0]["val/loss"])
 

@@ -36,7 +36,14 @@ from rich.table import Table
 from genlab.config import config_dir
 from genlab.run.layout import METRICS_FILE
 from genlab.run.records import read_json
-from genlab.training import EVALUATION_CALLBACKS, instantiate_each, metric_callbacks
+from genlab.training import (
+    EVALUATION_CALLBACKS,
+    MANUAL_OPTIMIZATION_TRAINER,
+    execute_steps,
+    instantiate_each,
+    metric_callbacks,
+    steps_per_execution,
+)
 
 #: Callbacks that do no training work (progress display, checkpoints, pictures and text samples, and the test-time
 #: measurements of genlab.training.EVALUATION_CALLBACKS): left out of the timed run (with
@@ -97,13 +104,21 @@ def genlab_setup(
         yield cfg, instantiate(cfg.data)
 
 
-def build_trainer(cfg: DictConfig, timer: pl.Callback, with_metrics: bool = False) -> pl.Trainer:
-    """The Trainer as genlab.train builds it from `cfg`, with `timer` first among the callbacks; `with_metrics` adds
-    the sample-quality metrics, as a user's run has them."""
+def build_trainer(
+    cfg: DictConfig, timer: pl.Callback, model: pl.LightningModule, datamodule: Any, with_metrics: bool = False
+) -> pl.Trainer:
+    """The Trainer as genlab.train builds it from `cfg`, with `timer` first among the callbacks (and `model` and
+    `datamodule` set up for `steps_per_execution`); `with_metrics` adds the sample-quality metrics, as a user's run
+    has them."""
     metrics = metric_callbacks(cfg) if with_metrics else []
     callbacks = [timer, *instantiate_each("callbacks", cfg.get("callbacks")), *metrics]
     loggers = instantiate_each("logger", cfg.get("logger"))
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    execution = steps_per_execution(cfg)
+    manual = {} if execution is None else MANUAL_OPTIMIZATION_TRAINER
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **manual)
+    if execution is not None:
+        execute_steps(execution, model, datamodule)
+    return trainer
 
 
 class TrainStepTimer(pl.Callback):
@@ -117,6 +132,8 @@ class TrainStepTimer(pl.Callback):
         self.chunk = chunk
         self.step_seconds: list[float] = []
         self._last = 0.0
+        self._steps = 0  # the trainer's global step at the end of the last batch
+        self._plain_done = 0  # genlab steps the plain loop has been run after
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last = time.perf_counter()
@@ -124,8 +141,12 @@ class TrainStepTimer(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self.step_seconds.append(time.perf_counter() - self._last)
-        if self.then is not None and len(self.step_seconds) % self.chunk == 0:
+        # With steps_per_execution a batch makes several optimizer steps: each gets its share of the time.
+        steps = trainer.global_step - self._steps if getattr(pl_module, "execution", None) else 1
+        self.step_seconds += [(time.perf_counter() - self._last) / steps] * steps
+        self._steps = trainer.global_step
+        if self.then is not None and len(self.step_seconds) >= self._plain_done + self.chunk:
+            self._plain_done += self.chunk
             self.then(self.chunk)
         self._last = time.perf_counter()
 

@@ -49,7 +49,7 @@ def train_one(overrides: list[str], steps: int, seed: int) -> dict[str, Any]:
         cfg.trainer.max_epochs = max(int(cfg.trainer.max_epochs), math.ceil(steps / int(cfg.data.steps_per_epoch)))
         model = build_model(cfg, datamodule.spec)
         timer = harness.TrainStepTimer()
-        trainer = harness.build_trainer(cfg, timer)
+        trainer = harness.build_trainer(cfg, timer, model, datamodule)
         trainer.fit(model, datamodule=datamodule)
         val = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     ms = [s * 1000 for s in timer.step_seconds[5:]]  # the first steps pay first-use costs

@@ -218,7 +218,7 @@ def run(epochs: int, seed: int, logger: str, schedule: str, whole_epoch: bool, e
         plain_epoch = (lambda: plain.whole_epoch(val_images, Path(pictures))) if whole_epoch else plain.epoch
         then = plain_epoch if schedule == "interleaved" else None
         timer = WholeEpochTimer(then) if whole_epoch else TrainEpochTimer(then)
-        trainer = harness.build_trainer(cfg, timer, with_metrics=whole_epoch)
+        trainer = harness.build_trainer(cfg, timer, model, datamodule, with_metrics=whole_epoch)
         trainer.fit(model, datamodule=datamodule)
         genlab_test = float(trainer.test(model, datamodule=datamodule, verbose=False)[0]["test/elbo"])
 

@@ -17,6 +17,7 @@ def check_config(cfg: DictConfig) -> None:
     """Every setting of the run, checked before any data is read or anything is built (`genlab.validation`)."""
     validate_train_config(cfg, INJECTED)
     check_judged_metric_is_measured(cfg)
+    check_steps_per_execution(cfg)
 
 
 def check_judged_metric_is_measured(cfg: DictConfig) -> None:
@@ -37,6 +38,25 @@ def check_judged_metric_is_measured(cfg: DictConfig) -> None:
         f"checkpoints select by {judged}, so it is needed every validation epoch; "
         f"remove metrics.every_n_epochs={every}",
     )
+
+
+def check_steps_per_execution(cfg: DictConfig) -> None:
+    """What several optimizer steps per Lightning step (genlab.models.executions) cannot go with."""
+    steps = cfg.get("steps_per_execution", 1)
+    if steps == 1:
+        return
+    check(
+        not (cfg.get("privacy") and "_target_" in cfg.privacy),
+        f"steps_per_execution={steps} cannot go with privacy=dp (Opacus clips and noises each Lightning step's "
+        f"gradients); set steps_per_execution=1",
+    )
+    for name, entry in (cfg.get("callbacks") or {}).items():
+        every = entry.get("every_n_train_steps") if entry is not None else None
+        check(
+            not every,
+            f"callbacks.{name}.every_n_train_steps={every} counts Lightning steps, which make {steps} optimizer "
+            f"steps each with steps_per_execution={steps}; use every_n_epochs, or steps_per_execution=1",
+        )
 
 
 def evaluated_splits(cfg: DictConfig) -> list[str]:

@@ -27,9 +27,11 @@ from genlab.callbacks.run_state import CheckpointOnInterrupt, LoadableCheckpoint
 from genlab.checks import check_config, check_validation_is_on_for, evaluated_splits
 from genlab.config import judged_by
 from genlab.console import print_metrics
-from genlab.errors import MachineError, user_error_of
+from genlab.data.blocks import TrainsInBlocks
+from genlab.errors import ConfigError, MachineError, user_error_of
 from genlab.interrupts import SIGTERM_STATUS, interrupted_by, stop_on_sigterm
 from genlab.models.base import GenerativeModel
+from genlab.models.executions import StepsPerExecution
 from genlab.run.checkpoint_io import RunCheckpointIO, read_checkpoint
 from genlab.run.checkpoints import check_checkpoint_file
 from genlab.run.guard import requeued_by_slurm, requeued_into
@@ -144,6 +146,36 @@ def faults_explained(trainer: pl.Trainer, run_dir: Path) -> Iterator[None]:
         raise
 
 
+#: What the Trainer must leave to the model under manual optimization: clipping and accumulation (they move into
+#: the StepsPerExecution, which does them as the Trainer would).
+MANUAL_OPTIMIZATION_TRAINER = {"gradient_clip_val": None, "gradient_clip_algorithm": None, "accumulate_grad_batches": 1}
+
+
+def steps_per_execution(cfg: DictConfig) -> StepsPerExecution | None:
+    """`steps_per_execution=K` (K > 1) as what the model's Lightning steps do; None for Lightning's own one step."""
+    steps = cfg.get("steps_per_execution", 1)
+    if steps == 1:
+        return None
+    return StepsPerExecution(
+        steps=steps,
+        batch_size=cfg.data.batch_size,
+        accumulate=cfg.trainer.get("accumulate_grad_batches") or 1,
+        clip_val=cfg.trainer.get("gradient_clip_val") or None,
+        clip_algorithm=cfg.trainer.get("gradient_clip_algorithm"),
+    )
+
+
+def execute_steps(execution: StepsPerExecution, model: pl.LightningModule, datamodule: Any) -> None:
+    """Have the training loader hand out, and the model step through, `execution.steps` batches at a time."""
+    if not isinstance(datamodule, TrainsInBlocks) or not isinstance(model, GenerativeModel):
+        raise ConfigError(
+            f"steps_per_execution={execution.steps} needs one of genlab's datamodules and models; "
+            f"{type(datamodule).__name__} and {type(model).__name__} are not: set steps_per_execution=1"
+        )
+    model.execute_steps(execution)
+    datamodule.steps_per_execution = execution.steps * execution.accumulate
+
+
 def train(cfg: DictConfig) -> float | None:
     """Run one training job; returns the judged metric (for sweepers)."""
     run_dir = Path(cfg.paths.output_dir)
@@ -164,11 +196,19 @@ def train(cfg: DictConfig) -> float | None:
     loggers = instantiate_each("logger", cfg.get("logger"))
     kept = kept_checkpoint(cfg, run_dir)
     checkpoint_io = RunCheckpointIO(keep=[kept] if kept else [])
+    execution = steps_per_execution(cfg)
     # The Trainer checks its own settings: before the data is read (text data is read for the model's spec).
     trainer: pl.Trainer = build(
-        "trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io]
+        "trainer",
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[checkpoint_io],
+        **({} if execution is None else MANUAL_OPTIMIZATION_TRAINER),
     )
     model = build_model(cfg, datamodule.spec)
+    if execution is not None:
+        execute_steps(execution, model, datamodule)
 
     config = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:

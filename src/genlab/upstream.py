@@ -37,6 +37,13 @@ def lightning_logging_step(trainer: Trainer) -> int:
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
+def count_more_logging_steps(trainer: Trainer, steps: int) -> None:
+    """Advance `trainer.fit_loop.epoch_loop._batches_that_stepped` (Lightning adds one per training batch) by
+    `steps` more: a Lightning step of several optimizer steps (genlab.models.executions) keeps the step axis of
+    every logged value (validation's, the learning-rate monitor's) the optimizer steps', as with one."""
+    trainer.fit_loop.epoch_loop._batches_that_stepped += steps
+
+
 def attached_trainer(module: LightningModule) -> Trainer | None:
     """`LightningModule._trainer`: the trainer the module runs in, or None outside one (`module.trainer` raises)."""
     return module._trainer

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from genlab.errors import ConfigError, did_you_mean, one_line
+from genlab.settings import PositiveInt
 from genlab.threads import THREADS
 
 #: The top-level settings of `genlab-train` that no class takes: their types.
@@ -30,6 +31,7 @@ ROOT_SETTINGS: dict[str, Any] = {
     "ckpt_path": str | None,
     "resume": str | bool | None,  # RUN_DIR, or true to continue a sweep (-m) in hydra.sweep.dir
     "threads": THREADS,
+    "steps_per_execution": PositiveInt,
     # where the trial of a job of genlab's Optuna sweeper lives: storage, study and trial number (conf/train.yaml)
     "optuna": dict[str, str | int | None],
 }

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from genlab.data.blocks import TrainsInBlocks
 from genlab.data.spec import DataSpec
 from genlab.data.tensor_dataset import InMemoryImages, already_batched
 from genlab.errors import check
@@ -29,7 +30,7 @@ def split_off(split: Split, size: int | float, seed: int) -> tuple[Split, Split]
     return (images[rest], labels[rest]), (images[taken], labels[taken])
 
 
-class ImageDataModule(pl.LightningDataModule, ABC):
+class ImageDataModule(TrainsInBlocks, pl.LightningDataModule, ABC):
     """Holds train/val/test as uint8 tensors in memory and batches them by index.
 
     `batch_size` is per device: under DDP each process draws its own batches of this size.
@@ -80,7 +81,7 @@ class ImageDataModule(pl.LightningDataModule, ABC):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
             self.splits[split],
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            batch_size=self.training_block_size(self.batch_size) if split == "train" else self.eval_batch_size,
             shuffle=shuffle,
             collate_fn=already_batched,
             num_workers=self.num_workers,

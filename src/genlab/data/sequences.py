@@ -19,6 +19,7 @@ from annotated_types import Gt, Lt
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+from genlab.data.blocks import TrainsInBlocks
 from genlab.data.spec import DataSpec
 from genlab.data.tensor_dataset import already_batched
 from genlab.data.tokenizers import SymbolTokenizer
@@ -94,7 +95,7 @@ def split_corpus(
     }
 
 
-class SequenceDataModule(pl.LightningDataModule, ABC):
+class SequenceDataModule(TrainsInBlocks, pl.LightningDataModule, ABC):
     """Whole sequences held in memory as token tensors; `batch_size` sequences per step (per device under DDP), an
     epoch is one pass over the (shuffled) training sequences, validation and test cover their splits once.
 
@@ -210,7 +211,7 @@ class SequenceDataModule(pl.LightningDataModule, ABC):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        return self._loader("train", self.training_block_size(self.batch_size), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size, shuffle=False)

@@ -20,6 +20,7 @@ import torch
 from annotated_types import Gt, Lt
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from genlab.data.blocks import TrainsInBlocks
 from genlab.data.spec import DataSpec
 from genlab.data.tensor_dataset import already_batched
 from genlab.data.tokenizers import Tokenizer, train_tokenizer
@@ -72,7 +73,7 @@ class RandomWindowStarts(Sampler[int]):
         yield from torch.randint(0, self.num_windows, (self.num_samples,)).tolist()
 
 
-class TextDataModule(pl.LightningDataModule, ABC):
+class TextDataModule(TrainsInBlocks, pl.LightningDataModule, ABC):
     """The corpus is split by position: train first, then validation, then test (nanoGPT: last 10% validation).
 
     With `test_fraction=0` the test stage reads the validation text, non-overlapping. `batch_size` is per device.
@@ -163,7 +164,7 @@ class TextDataModule(pl.LightningDataModule, ABC):
         # steps_per_epoch steps of batch_size windows (batch_size is per device).
         world_size = self.trainer.world_size if self.trainer is not None else 1
         sampler = RandomWindowStarts(len(windows), self.steps_per_epoch * self.batch_size * world_size)
-        return self._loader(windows, self.batch_size, sampler=sampler)
+        return self._loader(windows, self.training_block_size(self.batch_size), sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         tokens = self.tokens["val"]

@@ -12,6 +12,7 @@ import torch
 
 from genlab.building import building
 from genlab.errors import ConfigError
+from genlab.models.executions import StepsPerExecution, step_schedulers
 from genlab.upstream import lightning_logging_step, lightning_logs_this_step
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -64,6 +65,10 @@ class GenerativeModel(pl.LightningModule):
     judged_mode: ClassVar[Literal["min", "max"]]
     #: The loss the next backward pass is of, as the non-finite-loss check names it (a GAN has two).
     backward_name: str = "train/loss"
+    #: Set by `execute_steps` for K optimizer steps per Lightning step (genlab.models.executions); None: one.
+    execution: StepsPerExecution | None = None
+    #: During such a Lightning step: the optimizer steps made before the current one (the logging step axis).
+    execution_step: int | None = None
 
     def __init__(
         self,
@@ -76,9 +81,37 @@ class GenerativeModel(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
 
+    def training_loss(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """The loss of one training batch (its values logged with `log_training_step`): what each model defines."""
+        raise NotImplementedError(f"{type(self).__name__} defines its own training_step")
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.execution is None:
+            return self.training_loss(batch, batch_idx)
+        return self.execution.run(self, batch, batch_idx)
+
+    def execute_steps(self, execution: StepsPerExecution) -> None:
+        """Make `execution.steps` optimizer steps per Lightning step, by manual optimization (models that step
+        their optimizers themselves, the GAN, cannot)."""
+        if not self.automatic_optimization or type(self).training_loss is GenerativeModel.training_loss:
+            raise ConfigError(
+                f"steps_per_execution={execution.steps} needs a model that Lightning optimizes; "
+                f"{type(self).__name__} steps its optimizers itself: set steps_per_execution=1"
+            )
+        self.execution = execution
+        self.automatic_optimization = False
+
+    def on_train_epoch_end(self) -> None:
+        """Under manual optimization (the GAN, `steps_per_execution` > 1) epoch schedules are the model's to step."""
+        if not self.automatic_optimization and self.scheduler_interval == "epoch":
+            step_schedulers(self)
+
     @property
     def on_logging_step(self) -> bool:
         """Whether Lightning writes this training step's values (every `trainer.log_every_n_steps` steps)."""
+        if self.execution_step is not None:  # one of several optimizer steps of this Lightning step
+            steps = self.execution_step + 1
+            return steps % self.trainer.log_every_n_steps == 0 or bool(self.trainer.fast_dev_run)
         return lightning_logs_this_step(self.trainer) or bool(self.trainer.fast_dev_run)
 
     @property
@@ -103,7 +136,7 @@ class GenerativeModel(pl.LightningModule):
         if self.logging_this_step:
             values = {name: loss, **extra()}
             metrics = {key: float(torch.as_tensor(value).detach()) for key, value in values.items()}
-            step = lightning_logging_step(trainer)
+            step = lightning_logging_step(trainer) if self.execution_step is None else self.execution_step
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)
         if trainer.progress_bar_callback is not None and self.on_logging_step:

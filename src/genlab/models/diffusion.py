@@ -296,7 +296,7 @@ class Diffusion(GenerativeModel, ImageGenerator, ConditionalModel, Inpainter, Ed
 
     # -- training ---------------------------------------------------------------------------------------------------
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def training_loss(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self.to_model_range(batch[0]), self.net, self.conditioning.of_batch(batch[1]))
         self.log_training_step(loss, lambda: {})
         return loss

@@ -17,6 +17,7 @@ from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFacto
 from genlab.models.conditioning import ClassConditioning, Labels
 from genlab.models.contracts import ConditionalModel, Grid, Grids, Inpainter, LatentImageGenerator
 from genlab.models.ema import ema_copy
+from genlab.models.executions import step_schedulers
 from genlab.models.gan_losses import (
     discriminator_loss,
     generator_loss,
@@ -256,24 +257,12 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter, Si
             if self.generator_ema is not None:
                 self.generator_ema.update_parameters(self.generator)
             if self.scheduler_interval == "step":
-                self._step_schedulers()
+                step_schedulers(self)  # both together (per G step or per epoch)
             self.latest_generator_values = {"train/g_loss": g_loss.detach(), "train/g_grad_norm": g_grad_norm}
             total = total + g_loss.detach()
 
         self.log_training_step(d_loss.detach(), lambda: {**values, **self.latest_generator_values}, name="train/d_loss")
         return total
-
-    def _step_schedulers(self) -> None:
-        """Manual optimization leaves schedulers to the model: both step together (per G step or per epoch)."""
-        schedulers = self.lr_schedulers()
-        if schedulers is None:
-            return
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            scheduler.step()
-
-    def on_train_epoch_end(self) -> None:
-        if self.scheduler_interval == "epoch":
-            self._step_schedulers()
 
     # -- evaluation -------------------------------------------------------------------------------------------------
 

@@ -76,7 +76,7 @@ class TransformerLM(GenerativeModel, SequenceGenerator, IncrementalDecoder):
     def optimizer_parameters(self) -> list[dict[str, Any]]:
         return self.net.configure_param_groups(self.weight_decay)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
         _, loss = self.net(inputs, targets)
         self.log_training_step(loss, dict)

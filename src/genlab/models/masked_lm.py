@@ -137,7 +137,7 @@ class MaskedLM(GenerativeModel, SequenceGenerator):
         loss = F.cross_entropy(logits, labels, reduction="sum") / n.clamp(min=1)
         return loss, (logits.argmax(dim=-1) == labels).sum() / n.clamp(min=1), n
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_loss(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, _, _ = self.losses(*self.clean_tokens(batch[1]))
         self.log_training_step(loss, dict)
         return loss

@@ -157,7 +157,7 @@ class VAE(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter):
         values["bpd"] = self.bits_per_dim(values["elbo"])
         return {f"{split}/{name}": value for name, value in values.items()}
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, labels = batch
         _, recon, kl = self._terms(x, self.conditioning.of_batch(labels))
         # Free bits (Kingma et al., 2016): no pressure on a latent dimension while its batch-mean KL is below

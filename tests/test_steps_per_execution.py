@@ -130,12 +130,48 @@ def test_a_language_model_on_text_windows_trains_the_same(genlab_train) -> None:
     assert all(torch.equal(value, b["state_dict"][key]) for key, value in a["state_dict"].items())
 
 
+def test_a_gan_with_several_critic_steps_trains_the_same(genlab_train) -> None:
+    """The GAN steps its two optimizers itself: each batch of a block is its own training step, with the batch index
+    that decides its generator steps (n_critic=2), its clipping, per-step schedules and logged values as with K = 1."""
+    gan = [
+        "data=digits",
+        "model=gan",
+        "data.batch_size=60",
+        "trainer.max_epochs=1",
+        "model.n_critic=2",
+        "model.gradient_clip_val=0.5",
+        "+model.scheduler={_target_: torch.optim.lr_scheduler.StepLR, _partial_: true, step_size: 3, gamma: 0.7}",
+        "model.scheduler_interval=step",
+        "metrics.num_real=32",
+        "metrics.num_fake=32",
+        "metrics.kid_subset_size=16",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        "callbacks.memorization=null",
+        "callbacks.samples=null",
+        "logger=csv",
+        "trainer.log_every_n_steps=2",
+        *QUIET_TRAIN,
+    ]
+    one = genlab_train(*gan).check()
+    several = genlab_train(*gan, "steps_per_execution=3").check()
+    a, b = last_checkpoint(one.dir), last_checkpoint(several.dir)
+    assert a["global_step"] == b["global_step"] == 23 + 11  # 23 critic steps, a generator step every second batch
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+    assert (one.dir / "csv" / "metrics.csv").read_text() == (several.dir / "csv" / "metrics.csv").read_text()
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         (["steps_per_execution=0"], "steps_per_execution"),
         (["steps_per_execution=two"], "steps_per_execution"),
-        (["model=gan", "steps_per_execution=2"], "GAN steps its optimizers itself: set steps_per_execution=1"),
+        (
+            ["model=gan", "steps_per_execution=2", "trainer.accumulate_grad_batches=2"],
+            "trainer.accumulate_grad_batches=2 does not apply to GAN",
+        ),
         (["privacy=dp", "steps_per_execution=2"], "cannot go with privacy=dp"),
         (
             ["+callbacks.model_checkpoint.every_n_train_steps=10", "steps_per_execution=2"],

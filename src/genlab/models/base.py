@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from genlab.building import building
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, check
 from genlab.models.executions import StepsPerExecution, step_schedulers
 from genlab.upstream import lightning_logging_step, lightning_logs_this_step
 
@@ -82,21 +82,38 @@ class GenerativeModel(pl.LightningModule):
         self.scheduler_interval = scheduler_interval
 
     def training_loss(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """The loss of one training batch (its values logged with `log_training_step`): what each model defines."""
-        raise NotImplementedError(f"{type(self).__name__} defines its own training_step")
+        """The loss of one training batch (its values logged with `log_training_step`), for Lightning's automatic
+        optimization: what most models define."""
+        raise NotImplementedError(f"{type(self).__name__} defines training_batch instead")
+
+    def training_batch(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """One training batch's whole step, for models that step their optimizers themselves (the GAN)."""
+        raise NotImplementedError(f"{type(self).__name__} defines training_loss instead")
+
+    @property
+    def steps_itself(self) -> bool:
+        """Whether the model steps its optimizers itself (defines `training_batch`)."""
+        return type(self).training_batch is not GenerativeModel.training_batch
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        if self.execution is None:
-            return self.training_loss(batch, batch_idx)
-        return self.execution.run(self, batch, batch_idx)
+        if self.execution is not None:
+            return self.execution.run(self, batch, batch_idx)
+        return self.training_batch(batch, batch_idx) if self.steps_itself else self.training_loss(batch, batch_idx)
 
     def execute_steps(self, execution: StepsPerExecution) -> None:
-        """Make `execution.steps` optimizer steps per Lightning step, by manual optimization (models that step
-        their optimizers themselves, the GAN, cannot)."""
-        if not self.automatic_optimization or type(self).training_loss is GenerativeModel.training_loss:
-            raise ConfigError(
-                f"steps_per_execution={execution.steps} needs a model that Lightning optimizes; "
-                f"{type(self).__name__} steps its optimizers itself: set steps_per_execution=1"
+        """Make `execution.steps` training steps per Lightning step, by manual optimization. A model that steps
+        its optimizers itself takes its clipping settings as its own, and has no accumulation."""
+        if self.steps_itself:
+            name = type(self).__name__
+            check(
+                execution.accumulate == 1,
+                f"trainer.accumulate_grad_batches={execution.accumulate} does not apply to {name}, which steps its "
+                f"optimizers itself; remove it",
+            )
+            check(
+                execution.clip_val is None,
+                f"trainer.gradient_clip_val={execution.clip_val} does not apply to {name}, which steps its "
+                f"optimizers itself; use model.gradient_clip_val",
             )
         self.execution = execution
         self.automatic_optimization = False

@@ -1,11 +1,12 @@
-"""Several optimizer steps per Lightning step (`steps_per_execution=K`, after Keras' setting of that name).
+"""Several training steps per Lightning step (`steps_per_execution=K`, after Keras' setting of that name).
 
 Lightning spends about half a millisecond of bookkeeping on every training batch (hooks, the optimization closure,
 result collection): at the ~1 ms step of a small model on MNIST that is a third of the time. With K > 1 the training
 loader yields K batches at once (the same samples in the same order: only its batch size is K times larger) and the
-model makes K optimizer steps on them in one Lightning step, by manual optimization, with what Lightning's automatic
+model makes K training steps on them in one Lightning step, by manual optimization, with what Lightning's automatic
 optimization does each step done here instead: gradient accumulation, clipping, the learning-rate schedule and the
-model's own `optimizer_step` (the diffusion model's EMA). On CPU the weights are those of K = 1, bit for bit.
+model's own `optimizer_step` (the diffusion model's EMA). A model that steps its optimizers itself (the GAN) has its
+`training_batch` called once per batch. On CPU the weights are those of K = 1, bit for bit.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from genlab.upstream import count_more_logging_steps
+from genlab.upstream import count_more_logging_steps, lightning_logging_step
 
 if TYPE_CHECKING:
     from genlab.models.base import GenerativeModel
@@ -52,28 +53,37 @@ class StepsPerExecution:
     clip_algorithm: Literal["norm", "value"] | None = None
 
     def run(self, model: GenerativeModel, block: Batch, block_idx: int) -> torch.Tensor:
-        """The optimizer steps of one training block; returns the last batch's loss (what Lightning shows)."""
+        """The training steps of one block; returns the last one's loss (what Lightning shows)."""
         trainer = model.trainer
-        optimizer = model.optimizers()
         batches = split_batch(block, self.batch_size)
-        first_batch = block_idx * self.steps * self.accumulate
+        step = self._step_of_itself if model.steps_itself else self._step
+        first_step = lightning_logging_step(trainer)  # the steps (of all optimizers: batches) made before the block
         loss = torch.zeros(())
         steps = 0
-        for group_idx, group in enumerate(chunks(batches, self.accumulate)):
+        for group in chunks(batches, self.accumulate):
             if 0 <= trainer.max_steps <= trainer.global_step:
                 break
+            model.execution_step = first_step + steps
+            loss = step(model, group, block_idx * self.steps * self.accumulate + steps * self.accumulate)
             steps += 1
-            model.execution_step = trainer.global_step
-            batch_idx = first_batch + group_idx * self.accumulate
-            closure = self._closure(model, optimizer, group, batch_idx)
-            model.optimizer_step(trainer.current_epoch, batch_idx, optimizer, closure)
-            optimizer.zero_grad(set_to_none=True)
-            loss = closure.loss
-            if model.scheduler_interval == "step":
-                step_schedulers(model)
         model.execution_step = None
         count_more_logging_steps(trainer, max(steps - 1, 0))  # Lightning counts the one
         return loss
+
+    def _step(self, model: GenerativeModel, group: Sequence[Batch], batch_idx: int) -> torch.Tensor:
+        """One optimizer step on `group`'s batches, as Lightning's automatic optimization makes it."""
+        optimizer = model.optimizers()
+        closure = self._closure(model, optimizer, group, batch_idx)
+        model.optimizer_step(model.trainer.current_epoch, batch_idx, optimizer, closure)
+        optimizer.zero_grad(set_to_none=True)
+        if model.scheduler_interval == "step":
+            step_schedulers(model)
+        return closure.loss
+
+    @staticmethod
+    def _step_of_itself(model: GenerativeModel, group: Sequence[Batch], batch_idx: int) -> torch.Tensor:
+        """The step of a model that steps its optimizers itself (no accumulation: one batch)."""
+        return model.training_batch(group[0], batch_idx)
 
     def _closure(self, model: GenerativeModel, optimizer: Any, group: Sequence[Batch], batch_idx: int) -> _Closure:
         def backward() -> torch.Tensor:

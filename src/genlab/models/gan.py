@@ -204,7 +204,7 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter, Si
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_batch(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         g_optimizer, d_optimizer = self.optimizers()
         real = self.to_model_range(batch[0])
         labels = self.conditioning.of_batch(batch[1])  # the fakes' labels too: D compares like with like

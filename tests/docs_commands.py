@@ -57,6 +57,7 @@ TINY = [
     "metrics.num_real=32",
     "metrics.num_fake=32",
     "metrics.kid_subset_size=16",
+    "callbacks.inpainting.num_images=16",
     # language models
     "data.block_size=16",
     "data.val_batches=2",

@@ -43,7 +43,10 @@ def seeded() -> torch.Generator:
 def tiny_diffusion(objective: str = "eps", **kwargs) -> Diffusion:
     net = functools.partial(UNet, channels=8, num_res_blocks=1)
     optimizer = functools.partial(torch.optim.Adam, lr=1e-3)
-    model = Diffusion(SPEC, net, optimizer, objective=objective, timesteps=20, sample_steps=4, ema_decay=0.0, **kwargs)
+    with torch.random.fork_rng():  # the same init whatever ran before in this worker
+        torch.manual_seed(0)
+        settings = {"objective": objective, "timesteps": 20, "sample_steps": 4, "ema_decay": 0.0}
+        model = Diffusion(SPEC, net, optimizer, **settings, **kwargs)
     with torch.no_grad():  # an untrained UNet's zero output layer would predict the same for every label
         for parameter in model.net.parameters():
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=seeded()))

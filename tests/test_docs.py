@@ -115,9 +115,13 @@ def test_the_docs_site_builds_strictly(tmp_path: Path) -> None:
     assert (tmp_path / "site" / "index.html").is_file()
 
 
-def test_the_readme_links_point_at_pages_that_exist() -> None:
+def test_the_readme_links_point_at_pages_and_headings_that_exist() -> None:
     text = (REPO / "README.md").read_text()
-    links = re.findall(r"\]\((docs/[^)#]+)(#[^)]*)?\)", text)
+    links = re.findall(r"\]\((docs/[^)#]+)(?:#([^)]*))?\)", text)
     assert links, "README.md links into docs/"
-    for target, _ in links:
+    for target, anchor in links:
         assert (REPO / target).is_file(), target
+        if anchor:  # as mkdocs makes a heading's id: lower case, punctuation dropped, spaces to hyphens
+            headings = re.findall(r"^#+ (.+)$", (REPO / target).read_text(), flags=re.MULTILINE)
+            ids = {re.sub(r"\s+", "-", re.sub(r"[^\w\s-]", "", heading).strip().lower()) for heading in headings}
+            assert anchor in ids, f"{target}#{anchor}"

@@ -35,13 +35,26 @@ def last_checkpoint(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
 
 
-def assert_same_training(one: Path, several: Path) -> None:
-    """Bit-identical weights and optimizer state, the same counters, and the same logged values at the same steps."""
-    a, b = last_checkpoint(one), last_checkpoint(several)
-    assert (a["global_step"], a["epoch"]) == (b["global_step"], b["epoch"])
+def assert_same_weights(a: dict, b: dict, global_step: int | None = None) -> None:
+    """Two checkpoints at the same step (`global_step` when given) with bit-identical weights."""
+    assert a["global_step"] == b["global_step"] == (a["global_step"] if global_step is None else global_step)
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+
+
+def last_checkpoints(genlab_train, overrides: list[str], steps_per_execution: int) -> tuple[dict, dict]:
+    """The last checkpoints of a run of `overrides` at K = 1 and at K = `steps_per_execution`."""
+    one = genlab_train(*overrides).check()
+    several = genlab_train(*overrides, f"steps_per_execution={steps_per_execution}").check()
+    return last_checkpoint(one.dir), last_checkpoint(several.dir)
+
+
+def assert_same_training(one: Path, several: Path) -> None:
+    """Bit-identical weights and optimizer state, the same counters, and the same logged values at the same steps."""
+    a, b = last_checkpoint(one), last_checkpoint(several)
+    assert a["epoch"] == b["epoch"]
+    assert_same_weights(a, b)
     moments_a = a["optimizer_states"][0]["state"]
     moments_b = b["optimizer_states"][0]["state"]
     assert all(torch.equal(moments_a[i]["exp_avg"], moments_b[i]["exp_avg"]) for i in moments_a)
@@ -73,9 +86,7 @@ def test_several_steps_per_lightning_step_train_the_same_vae(genlab_train, one_s
 def test_a_run_resumed_between_epochs_goes_on_as_if_never_stopped(genlab_train, one_step_vae: Path) -> None:
     first = genlab_train(*VAE_RUN, "steps_per_execution=4", "trainer.max_epochs=1").check()
     genlab_train(f"resume={first.dir}", "trainer.max_epochs=2", *QUIET_TRAIN).check()
-    a, b = last_checkpoint(one_step_vae), last_checkpoint(first.dir)
-    assert a["global_step"] == b["global_step"]
-    assert all(torch.equal(value, b["state_dict"][key]) for key, value in a["state_dict"].items())
+    assert_same_weights(last_checkpoint(one_step_vae), last_checkpoint(first.dir))
 
 
 def test_max_steps_stops_inside_a_block_and_the_ema_follows_every_step(genlab_train) -> None:
@@ -100,13 +111,9 @@ def test_max_steps_stops_inside_a_block_and_the_ema_follows_every_step(genlab_tr
         "callbacks.samples=null",
         *QUIET_TRAIN,
     ]
-    one = genlab_train(*diffusion).check()
-    several = genlab_train(*diffusion, "steps_per_execution=4").check()
-    a, b = last_checkpoint(one.dir), last_checkpoint(several.dir)
-    assert a["global_step"] == b["global_step"] == 7
+    a, b = last_checkpoints(genlab_train, diffusion, 4)
     assert any(key.startswith("net_ema.") for key in a["state_dict"])
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
+    assert_same_weights(a, b, global_step=7)
 
 
 def test_a_language_model_on_text_windows_trains_the_same(genlab_train) -> None:
@@ -123,11 +130,7 @@ def test_a_language_model_on_text_windows_trains_the_same(genlab_train) -> None:
         "callbacks.samples=null",
         *QUIET_TRAIN,
     ]
-    one = genlab_train(*lm).check()
-    several = genlab_train(*lm, "steps_per_execution=4").check()
-    a, b = last_checkpoint(one.dir), last_checkpoint(several.dir)
-    assert a["global_step"] == b["global_step"] == 10
-    assert all(torch.equal(value, b["state_dict"][key]) for key, value in a["state_dict"].items())
+    assert_same_weights(*last_checkpoints(genlab_train, lm, 4), global_step=10)
 
 
 def test_a_gan_with_several_critic_steps_trains_the_same(genlab_train) -> None:
@@ -156,9 +159,7 @@ def test_a_gan_with_several_critic_steps_trains_the_same(genlab_train) -> None:
     one = genlab_train(*gan).check()
     several = genlab_train(*gan, "steps_per_execution=3").check()
     a, b = last_checkpoint(one.dir), last_checkpoint(several.dir)
-    assert a["global_step"] == b["global_step"] == 23 + 11  # 23 critic steps, a generator step every second batch
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
+    assert_same_weights(a, b, global_step=23 + 11)  # 23 critic steps, a generator step every second batch
     assert a["lr_schedulers"] == b["lr_schedulers"]
     assert (one.dir / "csv" / "metrics.csv").read_text() == (several.dir / "csv" / "metrics.csv").read_text()
 

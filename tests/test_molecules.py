@@ -211,17 +211,24 @@ def test_smiles_files_csv_or_one_per_line(tmp_path) -> None:
     assert read_smiles(tmp_path / "c.csv.gz") == ["CCO"]
 
 
-def test_selfies_data_trains_on_selfies_and_keeps_the_smiles(tmp_path) -> None:
-    (tmp_path / "m.smi").write_text("\n".join(["CCO", "c1ccccc1", "CC(=O)O", "CCN", "C1CC"] * 4))
+@pytest.mark.parametrize(
+    ("representation", "symbols"),
+    [("selfies", lambda s: s.startswith("[")), ("kekule", lambda s: s not in "cnosp" and not s.startswith("[n"))],
+)
+def test_other_representations_train_on_their_text_and_keep_the_smiles(tmp_path, representation, symbols) -> None:
+    (tmp_path / "m.smi").write_text("\n".join(["CCO", "c1ccccc1", "CC(=O)O", "c1cc[nH]c1", "C1CC"] * 4))
     data = MoleculeDataModule(
-        path=str(tmp_path / "m.smi"), representation="selfies", cache_dir=str(tmp_path), val_size=4, test_size=4
+        path=str(tmp_path / "m.smi"), representation=representation, cache_dir=str(tmp_path), val_size=4, test_size=4
     )
     spec = data.spec
-    assert spec.tokenizer.kind == "selfies" and all(s.startswith("[") for s in spec.tokenizer.symbols[3:])
-    assert "C1CC" not in data.items["train"], "an invalid SMILES has no SELFIES: left out"
-    _, targets = data.datasets["train"].__getitems__([0])
-    smiles = SelfiesTokenizer.to_smiles(spec.tokenizer.decode(targets[0].tolist()))
-    assert smiles_module.canonical([smiles]) == smiles_module.canonical([data.items["train"][0]])
+    assert spec.tokenizer.kind == representation
+    assert all(symbols(s) for s in spec.tokenizer.symbols[3:]), spec.tokenizer.symbols  # SELFIES; no aromatic atoms
+    assert "C1CC" not in data.items["train"], "an invalid SMILES cannot be written so: left out"
+    assert isinstance(tokenizer_from_state(spec.tokenizer.state()), type(spec.tokenizer))
+    for index in range(len(data.items["train"])):
+        _, targets = data.datasets["train"].__getitems__([index])
+        smiles = spec.tokenizer.to_smiles(spec.tokenizer.decode(targets[0].tolist()))
+        assert smiles_module.canonical([smiles]) == smiles_module.canonical([data.items["train"][index]])
 
 
 MOLECULE_BAD_INPUTS = {

@@ -67,7 +67,8 @@ def read_smiles(path: Path, column: str = "SMILES") -> list[str]:
 
 class MoleculeDataModule(SequenceDataModule):
     """One sequence per molecule, from `path`; validation (and test, without `test_path`) drawn from it with
-    `split_seed`. `representation=selfies` trains on SELFIES (molecules `selfies` cannot write are left out).
+    `split_seed`. `representation=kekule` trains on Kekulé SMILES, `representation=selfies` on SELFIES (molecules
+    that cannot be written so are left out).
 
     `items` holds each split's molecules as SMILES: what the chemistry metrics compare samples with.
     """
@@ -79,7 +80,7 @@ class MoleculeDataModule(SequenceDataModule):
         path: str,
         test_path: str | None = None,
         column: str = "SMILES",
-        representation: Literal["smiles", "selfies"] = "smiles",
+        representation: Literal["smiles", "kekule", "selfies"] = "smiles",
         **kwargs,
     ) -> None:
         import_extra("rdkit", "chem", "molecule data")

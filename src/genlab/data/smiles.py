@@ -1,4 +1,5 @@
-"""Molecules as text: SMILES split into its symbols, or SELFIES (every string decodes to a valid molecule).
+"""Molecules as text: SMILES split into its symbols (as written, or in Kekulé form), or SELFIES (every string
+decodes to a valid molecule).
 
 A molecule tokenizer also turns its text back into SMILES (`to_smiles`), so a run's samples can be scored and drawn
 whatever representation it was trained on; it is saved in checkpoints like the other tokenizers.
@@ -19,8 +20,6 @@ from genlab.extras import import_extra
 SMILES_SYMBOL = re.compile(r"\[[^\[\]]*\]|Br|Cl|%\(\d+\)|%\d\d|.", re.DOTALL)
 # One SELFIES symbol: everything is bracketed ([C], [=O], [Branch1], [Ring2]), fragments are joined by dots.
 SELFIES_SYMBOL = re.compile(r"\[[^\[\]]*\]|.", re.DOTALL)
-
-REPRESENTATIONS = ("smiles", "selfies")
 
 
 def _selfies(needed_for: str):
@@ -43,6 +42,28 @@ class SmilesTokenizer(SymbolTokenizer):
     @staticmethod
     def to_smiles(text: str) -> str:
         return text
+
+
+class KekuleTokenizer(SmilesTokenizer):
+    """SMILES in Kekulé form: aromatic rings written with explicit alternating single and double bonds (`C1=CC=CC=C1`
+    for `c1ccccc1`), RDKit's canonical order. An aromatic ring a model writes in lower case must also be one RDKit
+    can kekulize (the right ring size, `[nH]` where needed), which is the most common way a SMILES model's samples
+    fail; in Kekulé form every ring is plain bonds and atoms, and RDKit finds the aromaticity when it reads them."""
+
+    kind = "kekule"
+
+    @staticmethod
+    def from_smiles(smiles: str) -> str:
+        """The canonical Kekulé SMILES of a SMILES; a DataError when RDKit cannot read or kekulize it."""
+        chem = rdkit_chem()
+        molecule = parse(smiles)
+        if molecule is None:
+            raise DataError(f"cannot read {smiles!r} as a molecule")
+        try:
+            chem.Kekulize(molecule, clearAromaticFlags=True)
+        except ValueError as exc:
+            raise DataError(f"cannot write {smiles!r} in Kekulé form: {exc}") from None
+        return chem.MolToSmiles(molecule, kekuleSmiles=True)
 
 
 class SelfiesTokenizer(SymbolTokenizer):
@@ -74,7 +95,7 @@ class SelfiesTokenizer(SymbolTokenizer):
 
 
 def molecule_tokenizer(representation: str) -> type[SmilesTokenizer | SelfiesTokenizer]:
-    return SelfiesTokenizer if representation == "selfies" else SmilesTokenizer
+    return {"selfies": SelfiesTokenizer, "kekule": KekuleTokenizer}.get(representation, SmilesTokenizer)
 
 
 # -- RDKit: molecules of SMILES (the `chem` extra) ---------------------------------------------------------------

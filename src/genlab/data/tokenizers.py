@@ -192,6 +192,7 @@ class SymbolTokenizer(ABC):
 #: The symbol tokenizers by kind, imported when a checkpoint names one (their domains' packages stay unimported).
 SYMBOL_TOKENIZERS = {
     "smiles": "genlab.data.smiles:SmilesTokenizer",
+    "kekule": "genlab.data.smiles:KekuleTokenizer",
     "selfies": "genlab.data.smiles:SelfiesTokenizer",
     "remi": "genlab.data.music_tokens:RemiTokenizer",
 }

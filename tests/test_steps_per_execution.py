@@ -37,7 +37,9 @@ def last_checkpoint(run_dir: Path) -> dict:
 
 def assert_same_weights(a: dict, b: dict, global_step: int | None = None) -> None:
     """Two checkpoints at the same step (`global_step` when given) with bit-identical weights."""
-    assert a["global_step"] == b["global_step"] == (a["global_step"] if global_step is None else global_step)
+    assert a["global_step"] == b["global_step"]
+    if global_step is not None:
+        assert a["global_step"] == global_step
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key

@@ -107,7 +107,7 @@ def warm_up(model: Diffusion, images: torch.Tensor, cfg: DictConfig, steps: int 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     datamodule: ImageDataModule
-    with harness.genlab_setup(overrides(args.steps), args.seed, args.logger) as (cfg, datamodule):
+    with harness.genlab_setup([*overrides(args.steps), *args.set], args.seed, args.logger) as (cfg, datamodule):
         # genlab's own code path, as in genlab.training.train.
         model: Diffusion = build_model(cfg, datamodule.spec)
 
@@ -137,6 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         schedule=args.schedule,
         chunk=args.chunk,
         logger=args.logger,
+        overrides=args.set,
         train_images=len(train_images),
         batch_size=int(cfg.data.batch_size),
         mean_loss_gap=genlab["mean_loss"] - baseline["mean_loss"],
@@ -156,7 +157,7 @@ def report(numbers: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = harness.parse_args(__doc__, "--steps", 300, argv, extra=harness.CHUNK_OPTION)
+    args = harness.parse_args(__doc__, "--steps", 300, argv, extra={**harness.CHUNK_OPTION, **harness.SET_OPTION})
     harness.execute(args, lambda: run(args), report)
 
 

@@ -57,6 +57,9 @@ RATIO_KEYS = ("ratio_mean", "ratio", "ratio_min")
 CONTENDERS = ("genlab", "plain")
 #: parse_args' `extra` for benchmarks that interleave in chunks of steps (see TrainStepTimer).
 CHUNK_OPTION = {"--chunk": {"type": int, "default": 25, "help": "steps per turn when interleaved"}}
+SET_OPTION = {
+    "--set": {"nargs": "*", "default": [], "help": "genlab overrides, e.g. a tiny net or steps_per_execution=8"}
+}
 
 
 def compose_config(
@@ -132,7 +135,6 @@ class TrainStepTimer(pl.Callback):
         self.chunk = chunk
         self.step_seconds: list[float] = []
         self._last = 0.0
-        self._steps = 0  # the trainer's global step at the end of the last batch
         self._plain_done = 0  # genlab steps the plain loop has been run after
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -141,14 +143,20 @@ class TrainStepTimer(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        # With steps_per_execution a batch makes several optimizer steps: each gets its share of the time.
-        steps = trainer.global_step - self._steps if getattr(pl_module, "execution", None) else 1
+        # With steps_per_execution a Lightning batch is a block of batches: each gets its share of the time.
+        steps = batches_in(batch, pl_module.execution.batch_size) if getattr(pl_module, "execution", None) else 1
         self.step_seconds += [(time.perf_counter() - self._last) / steps] * steps
-        self._steps = trainer.global_step
         if self.then is not None and len(self.step_seconds) >= self._plain_done + self.chunk:
             self._plain_done += self.chunk
             self.then(self.chunk)
         self._last = time.perf_counter()
+
+
+def batches_in(block: Any, batch_size: int) -> int:
+    """How many training batches of `batch_size` a `steps_per_execution` block (a tensor, or a tuple or list whose
+    first item is one) holds: the plain loop's steps it stands for (a GAN's D and G steps are one step there)."""
+    first = block if isinstance(block, torch.Tensor) else block[0]
+    return -(-len(first) // batch_size)
 
 
 class LossRecordingTimer(TrainStepTimer):

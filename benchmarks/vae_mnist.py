@@ -268,7 +268,7 @@ def report(numbers: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     options = {
         "--whole-epoch": {"action": "store_true", "help": "time whole epochs with genlab's defaults"},
-        "--set": {"nargs": "*", "default": [], "help": "genlab overrides, e.g. to price one extra: metrics=none"},
+        **harness.SET_OPTION,
     }
     args = harness.parse_args(__doc__, "--epochs", 10, argv, options)
     harness.execute(

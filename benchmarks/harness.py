@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genlab.config import config_dir
+from genlab.models.executions import split_batch
 from genlab.run.layout import METRICS_FILE
 from genlab.run.records import read_json
 from genlab.training import (
@@ -57,6 +58,7 @@ RATIO_KEYS = ("ratio_mean", "ratio", "ratio_min")
 CONTENDERS = ("genlab", "plain")
 #: parse_args' `extra` for benchmarks that interleave in chunks of steps (see TrainStepTimer).
 CHUNK_OPTION = {"--chunk": {"type": int, "default": 25, "help": "steps per turn when interleaved"}}
+#: parse_args' `extra` for benchmarks that take genlab overrides of their own (e.g. a tiny net).
 SET_OPTION = {
     "--set": {"nargs": "*", "default": [], "help": "genlab overrides, e.g. a tiny net or steps_per_execution=8"}
 }
@@ -143,20 +145,15 @@ class TrainStepTimer(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        # With steps_per_execution a Lightning batch is a block of batches: each gets its share of the time.
-        steps = batches_in(batch, pl_module.execution.batch_size) if getattr(pl_module, "execution", None) else 1
+        # With steps_per_execution a Lightning batch is a block of batches (the plain loop's steps; a GAN's D and G
+        # steps are one step there), cut as the model cuts it: each gets its share of the time.
+        execution = getattr(pl_module, "execution", None)
+        steps = len(split_batch(batch, execution.batch_size)) if execution else 1
         self.step_seconds += [(time.perf_counter() - self._last) / steps] * steps
         if self.then is not None and len(self.step_seconds) >= self._plain_done + self.chunk:
             self._plain_done += self.chunk
             self.then(self.chunk)
         self._last = time.perf_counter()
-
-
-def batches_in(block: Any, batch_size: int) -> int:
-    """How many training batches of `batch_size` a `steps_per_execution` block (a tensor, or a tuple or list whose
-    first item is one) holds: the plain loop's steps it stands for (a GAN's D and G steps are one step there)."""
-    first = block if isinstance(block, torch.Tensor) else block[0]
-    return -(-len(first) // batch_size)
 
 
 class LossRecordingTimer(TrainStepTimer):

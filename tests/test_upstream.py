@@ -269,3 +269,43 @@ def test_a_job_reports_to_the_trial_its_sweeper_asked_for(tmp_path: Path) -> Non
     trial = upstream.optuna_trial(optuna.load_study(study_name="s", storage=storage), asked.number)
     trial.report(1.5, step=3)
     assert optuna.load_study(study_name="s", storage=storage).trials[asked.number].intermediate_values == {3: 1.5}
+
+
+class ManualSteps(pl.LightningModule):
+    """Manual optimization that steps its optimizer between genlab's begin/end calls, not through `step()`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.layer = nn.Linear(2, 1)
+        self.steps_seen: list[int] = []
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        self.steps_seen.append(self.trainer.global_step)
+        self.layer(batch[0]).pow(2).mean().backward()
+        upstream.lightning_optimizer_step_begins(optimizer)
+        optimizer.optimizer.step()
+        upstream.lightning_optimizer_step_ends(optimizer)
+        optimizer.optimizer.zero_grad()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_an_optimizer_step_outside_lightning_optimizer_counts_as_a_global_step() -> None:
+    model = ManualSteps()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, DataLoader(TensorDataset(torch.randn(10, 2)), batch_size=2))
+    assert model.steps_seen == [0, 1, 2] and trainer.global_step == 3, changed(
+        "pytorch-lightning",
+        f"LightningOptimizer._on_before_step/_on_after_step around a step left trainer.global_step at "
+        f"{model.steps_seen} then {trainer.global_step} (expected [0, 1, 2] then 3, stopping at max_steps=3)",
+    )

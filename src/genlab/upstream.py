@@ -44,6 +44,19 @@ def count_more_logging_steps(trainer: Trainer, steps: int) -> None:
     trainer.fit_loop.epoch_loop._batches_that_stepped += steps
 
 
+def lightning_optimizer_step_begins(optimizer: Any) -> None:
+    """`LightningOptimizer._on_before_step()`: what `LightningOptimizer.step` does before the step (the manual
+    optimization loop counts it as started there), for a step genlab makes without going through the plugins
+    (genlab.models.direct_steps)."""
+    optimizer._on_before_step()
+
+
+def lightning_optimizer_step_ends(optimizer: Any) -> None:
+    """`LightningOptimizer._on_after_step()`: what `LightningOptimizer.step` does after the step (the manual
+    optimization loop counts it as completed there: `trainer.global_step`)."""
+    optimizer._on_after_step()
+
+
 def attached_trainer(module: LightningModule) -> Trainer | None:
     """`LightningModule._trainer`: the trainer the module runs in, or None outside one (`module.trainer` raises)."""
     return module._trainer

@@ -12,6 +12,7 @@ import torch
 
 from genlab.building import building
 from genlab.errors import ConfigError, check
+from genlab.models.direct_steps import DirectSteps
 from genlab.models.executions import StepsPerExecution, step_schedulers
 from genlab.upstream import lightning_logging_step, lightning_logs_this_step
 
@@ -69,6 +70,9 @@ class GenerativeModel(pl.LightningModule):
     execution: StepsPerExecution | None = None
     #: During such a Lightning step: the optimizer steps made before the current one (the logging step axis).
     execution_step: int | None = None
+    #: During a plain fit (one device, 32-bit, no profiler): the backward and optimizer steps the model makes itself
+    #: without Lightning's plugins (genlab.models.direct_steps); None: through them.
+    direct_steps: DirectSteps | None = None
 
     def __init__(
         self,
@@ -117,6 +121,25 @@ class GenerativeModel(pl.LightningModule):
             )
         self.execution = execution
         self.automatic_optimization = False
+
+    def on_train_start(self) -> None:
+        self.direct_steps = DirectSteps.of(self.trainer)
+
+    def on_train_end(self) -> None:
+        self.direct_steps = None
+
+    def backward_pass(self, loss: torch.Tensor) -> None:
+        """`manual_backward(loss)`, for a model that makes its own steps."""
+        if self.direct_steps is None:
+            self.manual_backward(loss)
+        else:
+            self.direct_steps.backward(self, loss)
+
+    def step_optimizer(self, optimizer: Any, closure: Callable[[], Any] | None = None) -> Any:
+        """`optimizer.step(closure)` of one of `self.optimizers()`, for a model that makes its own steps."""
+        if self.direct_steps is None:
+            return optimizer.step(closure=closure)
+        return self.direct_steps.optimizer_step(optimizer, closure)
 
     def on_train_epoch_end(self) -> None:
         """Under manual optimization (the GAN, `steps_per_execution` > 1) epoch schedules are the model's to step."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from genlab.models.direct_steps import DirectOptimizer
 from genlab.upstream import count_more_logging_steps, lightning_logging_step
 
 if TYPE_CHECKING:
@@ -74,7 +75,8 @@ class StepsPerExecution:
         """One optimizer step on `group`'s batches, as Lightning's automatic optimization makes it."""
         optimizer = model.optimizers()
         closure = self._closure(model, optimizer, group, batch_idx)
-        model.optimizer_step(model.trainer.current_epoch, batch_idx, optimizer, closure)
+        stepping = optimizer if model.direct_steps is None else DirectOptimizer(optimizer, model.direct_steps)
+        model.optimizer_step(model.trainer.current_epoch, batch_idx, stepping, closure)
         optimizer.zero_grad(set_to_none=True)
         if model.scheduler_interval == "step":
             step_schedulers(model)
@@ -90,7 +92,7 @@ class StepsPerExecution:
             loss = torch.zeros(())
             for offset, batch in enumerate(group):
                 loss = model.training_loss(batch, batch_idx + offset)
-                model.manual_backward(loss / self.accumulate if self.accumulate > 1 else loss)  # as Lightning
+                model.backward_pass(loss / self.accumulate if self.accumulate > 1 else loss)  # as Lightning
             if self.clip_val is not None:
                 model.clip_gradients(
                     optimizer, gradient_clip_val=self.clip_val, gradient_clip_algorithm=self.clip_algorithm or "norm"

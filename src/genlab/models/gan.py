@@ -189,14 +189,14 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter, Si
         """
         optimizer.zero_grad(set_to_none=True)
         self.backward_name = name
-        self.manual_backward(loss)
+        self.backward_pass(loss)
         scale = self.loss_scale()
         norm = float(gradient_norm(parameters())) / scale if measure else math.nan  # before clipping
         if self.gradient_clip_val is not None:
             self.clip_gradients(
                 optimizer, gradient_clip_val=self.gradient_clip_val * scale, gradient_clip_algorithm="norm"
             )
-        optimizer.step()
+        self.step_optimizer(optimizer)
         return norm
 
     def loss_scale(self) -> float:

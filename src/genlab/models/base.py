@@ -9,10 +9,11 @@ from typing import Any, ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.core.optimizer import LightningOptimizer
 
 from genlab.building import building
 from genlab.errors import ConfigError, check
-from genlab.models.direct_steps import DirectSteps
+from genlab.models.direct_steps import DirectOptimizer, DirectSteps
 from genlab.models.executions import StepsPerExecution, step_schedulers
 from genlab.upstream import lightning_logging_step, lightning_logs_this_step
 
@@ -123,6 +124,7 @@ class GenerativeModel(pl.LightningModule):
         self.automatic_optimization = False
 
     def on_train_start(self) -> None:
+        """Picks the path of the model's own steps for this fit (a subclass overriding this calls super())."""
         self.direct_steps = DirectSteps.of(self.trainer)
 
     def on_train_end(self) -> None:
@@ -135,11 +137,10 @@ class GenerativeModel(pl.LightningModule):
         else:
             self.direct_steps.backward(self, loss)
 
-    def step_optimizer(self, optimizer: Any, closure: Callable[[], Any] | None = None) -> Any:
-        """`optimizer.step(closure)` of one of `self.optimizers()`, for a model that makes its own steps."""
-        if self.direct_steps is None:
-            return optimizer.step(closure=closure)
-        return self.direct_steps.optimizer_step(optimizer, closure)
+    def stepping_optimizer(self, optimizer: LightningOptimizer) -> LightningOptimizer | DirectOptimizer:
+        """What steps `optimizer` (one of `self.optimizers()`) for a model that makes its own steps: itself, or the
+        direct path's stand-in for it during a plain fit (also what an `optimizer_step` override receives)."""
+        return optimizer if self.direct_steps is None else DirectOptimizer(optimizer, self.direct_steps)
 
     def on_train_epoch_end(self) -> None:
         """Under manual optimization (the GAN, `steps_per_execution` > 1) epoch schedules are the model's to step."""

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from genlab.models.direct_steps import DirectOptimizer
 from genlab.upstream import count_more_logging_steps, lightning_logging_step
 
 if TYPE_CHECKING:
@@ -75,8 +74,7 @@ class StepsPerExecution:
         """One optimizer step on `group`'s batches, as Lightning's automatic optimization makes it."""
         optimizer = model.optimizers()
         closure = self._closure(model, optimizer, group, batch_idx)
-        stepping = optimizer if model.direct_steps is None else DirectOptimizer(optimizer, model.direct_steps)
-        model.optimizer_step(model.trainer.current_epoch, batch_idx, stepping, closure)
+        model.optimizer_step(model.trainer.current_epoch, batch_idx, model.stepping_optimizer(optimizer), closure)
         optimizer.zero_grad(set_to_none=True)
         if model.scheduler_interval == "step":
             step_schedulers(model)

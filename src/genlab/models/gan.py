@@ -196,7 +196,7 @@ class GAN(GenerativeModel, LatentImageGenerator, ConditionalModel, Inpainter, Si
             self.clip_gradients(
                 optimizer, gradient_clip_val=self.gradient_clip_val * scale, gradient_clip_algorithm="norm"
             )
-        self.step_optimizer(optimizer)
+        self.stepping_optimizer(optimizer).step()
         return norm
 
     def loss_scale(self) -> float:

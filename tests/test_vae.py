@@ -11,7 +11,7 @@ import torch
 
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError, DataError
-from genlab.metrics.likelihood import bits_per_dim, gaussian_kl, importance_weighted_bound, log_likelihood
+from genlab.metrics.likelihood import bits_per_dim, gaussian_kl, importance_weighted_bound, negative_log_likelihood
 from genlab.models.vae import VAE
 from genlab.nets.conv import ConvEncoderDecoder
 from genlab.nets.mlp import MLPEncoderDecoder
@@ -52,14 +52,15 @@ def test_iwae_nll_is_at_most_the_negative_elbo_on_the_same_batch() -> None:
     assert nll_iwae_1 == pytest.approx(negative_elbo.item(), rel=2e-3)
 
 
-def test_bernoulli_and_gaussian_log_likelihoods_match_torch_distributions() -> None:
+def test_bernoulli_and_gaussian_negative_log_likelihoods_match_torch_distributions() -> None:
     x = images(4)
     params = torch.randn_like(x)
     expected = x * torch.nn.functional.logsigmoid(params) + (1 - x) * torch.nn.functional.logsigmoid(-params)
-    assert torch.allclose(log_likelihood(x, params, "bernoulli", torch.tensor(0.0)), expected.flatten(1).sum(1))
+    nll = negative_log_likelihood(x, params, "bernoulli", torch.tensor(0.0))
+    assert torch.allclose(nll, -expected.flatten(1).sum(1))
     log_scale = torch.tensor(-1.3)
     normal = torch.distributions.Normal(params, log_scale.exp()).log_prob(x).flatten(1).sum(1)
-    assert torch.allclose(log_likelihood(x, params, "gaussian", log_scale), normal, atol=1e-4)
+    assert torch.allclose(negative_log_likelihood(x, params, "gaussian", log_scale), -normal, atol=1e-4)
 
 
 def test_bits_per_dim_converts_nats() -> None:
@@ -94,6 +95,16 @@ def test_free_bits_remove_the_kl_gradient_below_the_threshold(monkeypatch) -> No
     torch.manual_seed(0)
     plain = encoder_grads(vae, vae.training_step(batch, 0))
     assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, recon_only, strict=True))
+
+
+@pytest.mark.parametrize(("kl_weight", "free_bits"), [(1.0, 0.0), (0.5, 0.0), (1.0, 0.1), (2.0, 0.3)])
+def test_the_training_objective_weighs_the_kl_with_free_bits(kl_weight: float, free_bits: float) -> None:
+    """The negative ELBO's own arithmetic at beta 1 without free bits, the general form otherwise: same values."""
+    vae = make_vae(free_bits=free_bits)
+    torch.manual_seed(0)
+    recon, kl = torch.rand(8) * 100, torch.rand(8, 4) * 0.2
+    expected = recon.mean() + kl_weight * kl.mean(0).clamp(min=free_bits).sum()
+    assert torch.allclose(vae.training_objective(recon, kl, kl_weight), expected)
 
 
 def test_gaussian_bits_per_dim_are_on_8_bit_pixel_values() -> None:

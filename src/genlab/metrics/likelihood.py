@@ -10,18 +10,21 @@ import torch.nn.functional as F
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
-def log_likelihood(x: torch.Tensor, params: torch.Tensor, likelihood: str, log_scale: torch.Tensor) -> torch.Tensor:
-    """log p(x | params) summed over every dimension but the first, in float32 whatever the autocast dtype.
+def negative_log_likelihood(
+    x: torch.Tensor, params: torch.Tensor, likelihood: str, log_scale: torch.Tensor
+) -> torch.Tensor:
+    """-log p(x | params) summed over every dimension but the first, in float32 whatever the autocast dtype; the
+    sign is taken after the sum, so a training step pays no elementwise negation over the image.
 
     `bernoulli`: params are logits (x in [0, 1], the usual MNIST VAE); `gaussian`: params are means and
     `log_scale` the log standard deviation (a scalar, or one per dimension).
     """
     x, params = x.float(), params.float()
     if likelihood == "bernoulli":
-        per_dim = -F.binary_cross_entropy_with_logits(params, x, reduction="none")
+        per_dim = F.binary_cross_entropy_with_logits(params, x, reduction="none")
     elif likelihood == "gaussian":
         log_scale = log_scale.float()
-        per_dim = -0.5 * ((x - params) * torch.exp(-log_scale)) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)
+        per_dim = 0.5 * ((x - params) * torch.exp(-log_scale)) ** 2 + log_scale + 0.5 * math.log(2 * math.pi)
     else:
         raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
     return per_dim.flatten(1).sum(1)

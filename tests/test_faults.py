@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from genlab import building
 from genlab.building import build
 from genlab.cache import cached
-from genlab.callbacks.finite_loss import anomaly_error
+from genlab.callbacks.finite_loss import anomaly_error, is_finite
 from genlab.errors import ConfigError, MachineError, NumericalError, user_error_of
 from genlab.files import atomic_write, writable_folder, write_json_atomically, write_text_atomically
 from genlab.models.vae import VAE
@@ -318,3 +318,18 @@ def test_a_sweep_records_a_nan_job_as_failed_and_compare_skips_damaged_runs(tmp_
         (sweep / str(job) / ".hydra" / "config.yaml").write_text("")
     refused = call_entrypoint("genlab-compare", [str(sweep)], cwd=tmp_path, env=dict(os.environ))
     one_line(refused, "none of the 3 run folders under", "is readable", program="genlab-compare")
+
+
+@pytest.mark.parametrize(
+    ("loss", "finite"),
+    [
+        (torch.tensor(1.5, requires_grad=True) * 2, True),
+        (torch.tensor(float("nan")), False),
+        (torch.tensor([-float("inf")]), False),
+        (torch.tensor([1.0, 2.0]), True),
+        (torch.tensor([1.0, float("nan")]), False),
+        (torch.tensor(1.0, dtype=torch.bfloat16), True),
+    ],
+)
+def test_the_loss_check_tells_finite_from_nan_and_inf(loss: torch.Tensor, finite: bool) -> None:
+    assert is_finite(loss) is finite

@@ -45,6 +45,7 @@ from genlab.training import (
     metric_callbacks,
     steps_per_execution,
 )
+from genlab.upstream import plain_gpu_check_without_a_gpu
 
 #: Callbacks that do no training work (progress display, checkpoints, pictures and text samples, and the test-time
 #: measurements of genlab.training.EVALUATION_CALLBACKS): left out of the timed run (with
@@ -105,6 +106,7 @@ def genlab_setup(
     and genlab's own first steps, as in genlab.training.train: seed everything, instantiate the datamodule."""
     with tempfile.TemporaryDirectory(prefix="genlab-bench-") as tmp:
         cfg = compose_config(overrides, seed, Path(tmp), logger, defaults)
+        plain_gpu_check_without_a_gpu()  # the plain loop, in this process, gets it too: as without Lightning
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         yield cfg, instantiate(cfg.data)
 

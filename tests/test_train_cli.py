@@ -10,14 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from genlab import training
 from genlab.run.layout import METRICS_FILE
 
 # A few batches, two epochs: every artefact of a real run is written, quickly.
 QUICK = ["debug=limit"]
 
 
-def test_default_job_leaves_a_complete_run_folder(genlab_train) -> None:
+def test_default_job_leaves_a_complete_run_folder(genlab_train, monkeypatch) -> None:
+    checked = []
+    real_check = training.plain_gpu_check_without_a_gpu
+    monkeypatch.setattr(training, "plain_gpu_check_without_a_gpu", lambda: checked.append(real_check()))
     run = genlab_train().check()
+    assert checked, "genlab-train leaves Lightning's per-call NVML check on where there is no GPU"
     folder = run.dir
     assert (folder / ".hydra" / "config.yaml").is_file()
     assert (folder / "checkpoints" / "last.ckpt").is_file()

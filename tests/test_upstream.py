@@ -309,3 +309,28 @@ def test_an_optimizer_step_outside_lightning_optimizer_counts_as_a_global_step()
         f"LightningOptimizer._on_before_step/_on_after_step around a step left trainer.global_step at "
         f"{model.steps_seen} then {trainer.global_step} (expected [0, 1, 2] then 3, stopping at max_steps=3)",
     )
+
+
+def test_without_a_gpu_the_gpu_check_goes_back_to_torchs_default(monkeypatch) -> None:
+    monkeypatch.setenv(upstream.NVML_CHECK, "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    upstream.plain_gpu_check_without_a_gpu()
+    assert upstream.os.environ[upstream.NVML_CHECK] == "1", "with a GPU, Lightning's fork-safe check stays"
+    monkeypatch.undo()
+    monkeypatch.setenv(upstream.NVML_CHECK, "1")
+    assert not torch.cuda.is_available(), "this test runs where there is no GPU"
+    upstream.plain_gpu_check_without_a_gpu()
+    assert upstream.os.environ[upstream.NVML_CHECK] == "0"
+    monkeypatch.delenv(upstream.NVML_CHECK)
+    upstream.plain_gpu_check_without_a_gpu()
+    assert upstream.NVML_CHECK not in upstream.os.environ, "a user's own setting (here: none) is left alone"
+
+
+def test_lightning_still_asks_for_the_fork_safe_gpu_check() -> None:
+    """What plain_gpu_check_without_a_gpu undoes: lightning_fabric setting the variable at import."""
+    import lightning_fabric
+
+    assert f'os.environ["{upstream.NVML_CHECK}"] = "1"' in inspect.getsource(lightning_fabric), (
+        f"lightning_fabric (pytorch-lightning {version('pytorch-lightning')}) no longer sets {upstream.NVML_CHECK}: "
+        "drop genlab.upstream.plain_gpu_check_without_a_gpu"
+    )

@@ -45,6 +45,7 @@ from genlab.run.resume import resumed_config, use_one_wandb_run
 from genlab.sweeper.pruning import pruning_callbacks
 from genlab.sweeps import held_run, in_multirun, kept_job_value, log_hparams, run_sweep_job
 from genlab.threads import use_threads
+from genlab.upstream import plain_gpu_check_without_a_gpu
 
 # Data lives in memory and is batched by index: worker processes would only add start-up time.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -185,6 +186,7 @@ def train(cfg: DictConfig) -> float | None:
     if ckpt_path not in (None, "last"):
         check_checkpoint_file(Path(ckpt_path))
     use_threads(cfg.get("threads"))
+    plain_gpu_check_without_a_gpu()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build("data", cfg.data)

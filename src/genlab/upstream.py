@@ -44,6 +44,24 @@ def count_more_logging_steps(trainer: Trainer, steps: int) -> None:
     trainer.fit_loop.epoch_loop._batches_that_stepped += steps
 
 
+#: Set to "1" by `import lightning_fabric`, so that asking whether there is a GPU cannot poison fork.
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def plain_gpu_check_without_a_gpu() -> None:
+    """Where torch finds no GPU, ask for one as torch does by default (`cudaGetDeviceCount`) instead of through NVML.
+
+    Lightning sets `PYTORCH_NVML_BASED_CUDA_CHECK=1` at import; torch's optimizers ask whether a GPU is there on
+    every step (`Optimizer._accelerator_graph_capture_health_check`), and with a CUDA build of torch on a machine
+    without one, NVML's check loads its library anew each time: about 100 us a call on the development machine
+    against 2 us, a fifth of a tiny model's step. With no GPU there is no fork to poison, so nothing is lost.
+    """
+    import torch
+
+    if os.environ.get(NVML_CHECK) == "1" and not torch.cuda.is_available():
+        os.environ[NVML_CHECK] = "0"
+
+
 def lightning_optimizer_step_begins(optimizer: Any) -> None:
     """`LightningOptimizer._on_before_step()`: what `LightningOptimizer.step` does before the step (the manual
     optimization loop counts it as started there), for a step genlab makes without going through the plugins

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -315,15 +316,15 @@ def test_without_a_gpu_the_gpu_check_goes_back_to_torchs_default(monkeypatch) ->
     monkeypatch.setenv(upstream.NVML_CHECK, "1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     upstream.plain_gpu_check_without_a_gpu()
-    assert upstream.os.environ[upstream.NVML_CHECK] == "1", "with a GPU, Lightning's fork-safe check stays"
+    assert os.environ[upstream.NVML_CHECK] == "1", "with a GPU, Lightning's fork-safe check stays"
     monkeypatch.undo()
     monkeypatch.setenv(upstream.NVML_CHECK, "1")
     assert not torch.cuda.is_available(), "this test runs where there is no GPU"
     upstream.plain_gpu_check_without_a_gpu()
-    assert upstream.os.environ[upstream.NVML_CHECK] == "0"
+    assert os.environ[upstream.NVML_CHECK] == "0"
     monkeypatch.delenv(upstream.NVML_CHECK)
     upstream.plain_gpu_check_without_a_gpu()
-    assert upstream.NVML_CHECK not in upstream.os.environ, "a user's own setting (here: none) is left alone"
+    assert upstream.NVML_CHECK not in os.environ, "a user's own setting (here: none) is left alone"
 
 
 def test_lightning_still_asks_for_the_fork_safe_gpu_check() -> None:

@@ -13,8 +13,8 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 def negative_log_likelihood(
     x: torch.Tensor, params: torch.Tensor, likelihood: str, log_scale: torch.Tensor
 ) -> torch.Tensor:
-    """-log p(x | params) summed over every dimension but the first, in float32 whatever the autocast dtype; the
-    sign is taken after the sum, so a training step pays no elementwise negation over the image.
+    """-log p(x | params) summed over every dimension but the first, in float32 whatever the autocast dtype: the
+    loss a training step minimizes, with no elementwise negation over the image (a log-likelihood negates the sum).
 
     `bernoulli`: params are logits (x in [0, 1], the usual MNIST VAE); `gaussian`: params are means and
     `log_scale` the log standard deviation (a scalar, or one per dimension).
